@@ -1,0 +1,71 @@
+"""Converts a timm checkpoint file into an orbax checkpoint jaxvit can train from.
+
+  python -m jaxvit.convert --model deit_small_patch16_224 --checkpoint deit_s.safetensors \
+      --out ckpt/deit_s [--img-size 384] [--num-classes 10] [--verify]
+"""
+
+import argparse
+import sys
+import time
+
+import jax
+import numpy as np
+
+from jaxvit.convert import ConversionError, convert_state_dict, read_state_dict, save_converted
+
+
+def verify(name, state_dict, model, variables, overrides, reset_head) -> float:
+  """Max abs difference between timm and jaxvit on one random batch (pre-logits if the head was reset)."""
+  import timm
+  import torch
+  tm = timm.create_model(name, pretrained=False, num_classes=model.num_classes, img_size=model.img_size).eval()
+  module = sys.modules[type(tm).__module__]
+  filter_fn = getattr(module, "checkpoint_filter_fn", None)
+  state = {k: torch.from_numpy(np.asarray(v)) for k, v in state_dict.items()}
+  state = filter_fn(state, tm) if filter_fn else state
+  if reset_head:
+    state = {k: v for k, v in state.items() if k.split(".")[0] not in ("head", "head_dist")}
+  tm.load_state_dict(state, strict=not reset_head)
+  h, w = model.grid[0] * model.patch_size, model.grid[1] * model.patch_size
+  images = np.random.RandomState(0).standard_normal((2, h, w, 3)).astype(np.float32)
+  with torch.no_grad():
+    if reset_head:
+      ref = tm.forward_head(tm.forward_features(torch.from_numpy(images).permute(0, 3, 1, 2)), pre_logits=True)
+    else:
+      ref = tm(torch.from_numpy(images).permute(0, 3, 1, 2))
+  logits, out = jax.jit(lambda v, x: model.apply(v, x))(variables, images)
+  got = out["pre_logits"] if reset_head else logits
+  return float(np.abs(np.asarray(got) - ref.numpy()).max())
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(prog="python -m jaxvit.convert", description=__doc__.split("\n")[0])
+  p.add_argument("--model", required=True, help="registered model name (timm's name), e.g. deit_small_patch16_224")
+  p.add_argument("--checkpoint", required=True, help="timm weights: .safetensors, .pth, .pt or .bin")
+  p.add_argument("--out", required=True, help="output directory (orbax checkpoint + jaxvit_model.json)")
+  p.add_argument("--img-size", type=int, help="input size; position embeddings are resampled")
+  p.add_argument("--num-classes", type=int, help="classes; a head of another size is re-initialised")
+  p.add_argument("--verify", action="store_true", help="compare with timm on a random batch (needs timm)")
+  args = p.parse_args(argv)
+
+  start = time.time()
+  state = read_state_dict(args.checkpoint)
+  overrides = {k: v for k, v in (("img_size", args.img_size), ("num_classes", args.num_classes)) if v is not None}
+  head = [v for k, v in state.items() if k == "head.weight"]
+  reset_head = args.num_classes is not None and bool(head) and head[0].shape[0] != args.num_classes
+  try:
+    model, variables = convert_state_dict(args.model, state, reset_head=reset_head, **overrides)
+  except (ConversionError, ValueError) as err:
+    sys.exit(f"error: {err}")
+  if reset_head:
+    print(f"head re-initialised: checkpoint has {head[0].shape[0]} classes, model has {args.num_classes}")
+  n = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(variables))
+  save_converted(args.out, variables, args.model, overrides, source=args.checkpoint)
+  print(f"converted {args.model}: {n / 1e6:.2f}M parameters -> {args.out} ({time.time() - start:.1f}s)")
+  if args.verify:
+    diff = verify(args.model, state, model, variables, overrides, reset_head)
+    print(f"verify: max abs {'pre-logit' if reset_head else 'logit'} difference vs timm = {diff:.3g}")
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,29 @@
+"""timm `VisionTransformer` / `VisionTransformerDistilled` -> `jaxvit.models.vit.VisionTransformer`."""
+
+from jaxvit.convert.mapping import default_timm_name
+from jaxvit.layers import resample_abs_pos_embed
+
+TIMM_CLASSES = ("VisionTransformer", "VisionTransformerDistilled")
+
+
+def timm_name(path: str, model) -> str:
+  path = path.replace("encoder/", "").replace("tokens/", "")
+  if path.startswith("patch_embed/"):
+    path = path.replace("patch_embed/", "patch_embed/proj/")
+  return default_timm_name(path)
+
+
+def special(path: str, tensor, target_shape, model):
+  """Position embeddings are resampled to the model's grid (timm's `resample_abs_pos_embed`)."""
+  if path != "pos_embed" or tensor.shape == tuple(target_shape):
+    return None
+  prefix = 0 if model.no_embed_class else model.num_prefix_tokens
+  return resample_abs_pos_embed(tensor, model.grid, num_prefix_tokens=prefix)
+
+HEADS = ("head", "head_dist")  # classifier modules, re-initialised when num_classes changes
+
+
+def overrides_from_timm(module) -> dict:
+  """The jaxvit overrides that reproduce a timm ViT instance's configuration."""
+  return dict(num_classes=module.num_classes, img_size=tuple(module.patch_embed.img_size),
+              global_pool=module.global_pool)

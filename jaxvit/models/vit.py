@@ -1,0 +1,232 @@
+"""Vision Transformer (ViT, arXiv:2010.11929), DeiT (arXiv:2012.12877) and DeiT-III (arXiv:2204.07118).
+
+One pre-norm transformer family: `VisionTransformer` covers class / distillation / register tokens,
+learned or sincos position embeddings, LayerScale, token or average pooling, and a `scan` + `remat`
+block stack. Parameter names mirror timm's `vision_transformer.py` / `deit.py` so weights convert
+one to one (`jaxvit.convert`). Returns `(logits, out)`; `out` holds `block{i}` tokens, `encoded`,
+`pre_logits`, for distilled models `logits_cls` / `logits_dist`, and with `return_attention`
+`attn{i}` `[B, H, N, N]` and `keys{i}` (head-averaged keys).
+"""
+
+from typing import Optional, Sequence, Union
+
+import flax.linen as nn
+import jax.numpy as jnp
+import numpy as np
+
+from jaxvit import layers
+from jaxvit.registry import IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD, register_model
+
+POS_EMBEDS = ("learn", "sincos", "none")
+
+
+class Block(nn.Module):
+  """Pre-norm transformer block: x + DropPath(LS(MHSA(LN(x)))), then the same with the MLP."""
+  num_heads: int
+  mlp_ratio: float = 4.0
+  qkv_bias: bool = True
+  init_values: Optional[float] = None
+  proj_drop_rate: float = 0.0
+  attn_drop_rate: float = 0.0
+  return_attention: bool = False
+  train: bool = False
+  dtype: jnp.dtype = jnp.float32
+  param_dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, drop_path_rate):
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    y, aux = layers.Attention(self.num_heads, self.qkv_bias, self.attn_drop_rate, self.proj_drop_rate,
+                              self.return_attention, name="attn", **kw)(
+                                  layers.layer_norm(name="norm1", **kw)(x), train=self.train)
+    if self.init_values is not None:
+      y = layers.LayerScale(self.init_values, self.param_dtype, name="ls1")(y)
+    x = x + layers.drop_path(self, y, drop_path_rate, train=self.train)
+    y = layers.Mlp(int(x.shape[-1] * self.mlp_ratio), drop_rate=self.proj_drop_rate, name="mlp", **kw)(
+        layers.layer_norm(name="norm2", **kw)(x), train=self.train)
+    if self.init_values is not None:
+      y = layers.LayerScale(self.init_values, self.param_dtype, name="ls2")(y)
+    x = x + layers.drop_path(self, y, drop_path_rate, train=self.train)
+    x = nn.with_logical_constraint(x, ("batch", "seq", "embed"))
+    return x, dict(tokens=x, **aux)
+
+
+class Encoder(nn.Module):
+  """`depth` blocks with stochastic depth rising linearly to `drop_path_rate`.
+
+  `scan=True` stacks the blocks' parameters along a leading `layers` axis (param `blocks`) and
+  compiles one block; `remat=True` recomputes activations in the backward pass. Without scan the
+  blocks are `blocks_0 ... blocks_{depth-1}`.
+  """
+  depth: int
+  block: dict
+  drop_path_rate: float = 0.0
+  scan: bool = False
+  remat: bool = False
+  train: bool = False
+
+  @nn.compact
+  def __call__(self, x):
+    rates = np.linspace(0.0, self.drop_path_rate, self.depth)
+    block_cls = nn.remat(Block) if self.remat else Block
+    out = {}
+    if self.scan:
+      stack = nn.scan(block_cls, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True,
+                                                                          "drop_path": True},
+                      length=self.depth, metadata_params={nn.PARTITION_NAME: "layers"})
+      x, per_layer = stack(train=self.train, name="blocks", **self.block)(x, jnp.asarray(rates, jnp.float32))
+      for key, stacked in per_layer.items():
+        for i in range(self.depth):
+          out[f"{'block' if key == 'tokens' else key}{i}"] = stacked[i]
+    else:
+      for i in range(self.depth):
+        x, aux = block_cls(train=self.train, name=f"blocks_{i}", **self.block)(x, float(rates[i]))
+        for key, value in aux.items():
+          out[f"{'block' if key == 'tokens' else key}{i}"] = value
+    return x, out
+
+
+class VisionTransformer(nn.Module):
+  """ViT / DeiT / DeiT-III classifier on NHWC images; timm's `VisionTransformer` (+ `Distilled`)."""
+  num_classes: int = 1000
+  img_size: Union[int, Sequence[int]] = 224
+  patch_size: int = 16
+  embed_dim: int = 768
+  depth: int = 12
+  num_heads: int = 12
+  mlp_ratio: float = 4.0
+  qkv_bias: bool = True
+  init_values: Optional[float] = None  # LayerScale init (DeiT-III: 1e-6); None = no LayerScale
+  class_token: bool = True
+  dist_token: bool = False  # DeiT distillation token + second head `head_dist`
+  reg_tokens: int = 0
+  no_embed_class: bool = False  # DeiT-III: position embedding on patches only
+  pos_embed: str = "learn"  # one of POS_EMBEDS
+  global_pool: str = "token"  # one of layers.POOLS
+  fc_norm: Optional[bool] = None  # norm after pooling instead of before; None = (global_pool != "token")
+  drop_rate: float = 0.0  # before the head
+  pos_drop_rate: float = 0.0
+  proj_drop_rate: float = 0.0
+  attn_drop_rate: float = 0.0
+  drop_path_rate: float = 0.0
+  return_attention: bool = False
+  scan: bool = False
+  remat: bool = False
+  dtype: jnp.dtype = jnp.float32
+  param_dtype: jnp.dtype = jnp.float32
+
+  @property
+  def grid(self) -> tuple[int, int]:
+    h, w = (self.img_size, self.img_size) if isinstance(self.img_size, int) else tuple(self.img_size)
+    return h // self.patch_size, w // self.patch_size
+
+  @property
+  def num_prefix_tokens(self) -> int:
+    return int(self.class_token) + int(self.dist_token) + self.reg_tokens
+
+  def validate(self):
+    """Raises a ValueError naming the field for an inconsistent configuration."""
+    def bad(field, value, accepted):
+      raise ValueError(f"{type(self).__name__}: {field}={value!r}; accepted: {accepted}")
+    if self.pos_embed not in POS_EMBEDS:
+      bad("pos_embed", self.pos_embed, POS_EMBEDS)
+    if self.global_pool not in layers.POOLS:
+      bad("global_pool", self.global_pool, layers.POOLS)
+    if self.global_pool == "token" and not self.class_token:
+      bad("global_pool", "token", "'avg', 'max' or 'avgmax' when class_token=False")
+    if self.dist_token and not self.class_token:
+      bad("dist_token", True, "False unless class_token=True")
+    h, w = (self.img_size, self.img_size) if isinstance(self.img_size, int) else tuple(self.img_size)
+    if h % self.patch_size or w % self.patch_size:
+      bad("img_size", self.img_size, f"multiples of patch_size={self.patch_size}")
+    if self.embed_dim % self.num_heads:
+      bad("num_heads", self.num_heads, f"divisors of embed_dim={self.embed_dim}")
+    for field in ("drop_rate", "pos_drop_rate", "proj_drop_rate", "attn_drop_rate", "drop_path_rate"):
+      if not 0.0 <= getattr(self, field) < 1.0:
+        bad(field, getattr(self, field), "[0, 1)")
+
+  def _add_pos_embed(self, x):
+    """Position embedding, then prefix tokens (DeiT-III) or prefix tokens, then embedding (ViT)."""
+    prefix = layers.PrefixTokens(self.class_token, self.dist_token, self.reg_tokens, self.param_dtype,
+                                 name="tokens")
+    if not self.no_embed_class:
+      x = prefix(x)
+    if self.pos_embed == "learn":
+      length = x.shape[1]
+      pos = self.param("pos_embed", layers.with_axes(nn.initializers.truncated_normal(0.02),
+                                                     (None, "seq", "embed")),
+                       (1, length, self.embed_dim), self.param_dtype)
+      x = x + pos.astype(x.dtype)
+    elif self.pos_embed == "sincos":
+      pos = layers.sincos_2d(self.grid, self.embed_dim)
+      x = x + jnp.asarray(np.concatenate([np.zeros((1, x.shape[1] - pos.shape[1], self.embed_dim),
+                                                   np.float32), pos], axis=1), x.dtype)
+    return prefix(x) if self.no_embed_class else x
+
+  @nn.compact
+  def __call__(self, images, *, train: bool = False):
+    expected = self.grid[0] * self.patch_size, self.grid[1] * self.patch_size
+    if tuple(images.shape[1:3]) != expected:
+      raise ValueError(f"input images are {images.shape[1]}x{images.shape[2]} but the model was built "
+                       f"with img_size={self.img_size}; create it with img_size={images.shape[1]}")
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    x = layers.PatchEmbed(self.embed_dim, self.patch_size, name="patch_embed", **kw)(images)
+    x = self._add_pos_embed(x)
+    x = nn.Dropout(self.pos_drop_rate)(x, deterministic=not train)
+    x = nn.with_logical_constraint(x, ("batch", "seq", "embed"))
+
+    block = dict(num_heads=self.num_heads, mlp_ratio=self.mlp_ratio, qkv_bias=self.qkv_bias,
+                 init_values=self.init_values, proj_drop_rate=self.proj_drop_rate,
+                 attn_drop_rate=self.attn_drop_rate, return_attention=self.return_attention, **kw)
+    x, out = Encoder(self.depth, block, self.drop_path_rate, self.scan, self.remat, train, name="encoder")(x)
+
+    fc_norm = self.global_pool != "token" if self.fc_norm is None else self.fc_norm
+    norm = layers.layer_norm(name="fc_norm" if fc_norm else "norm", **kw)
+    x = x if fc_norm else norm(x)
+    out["encoded"] = x
+    pooled = layers.pool_tokens(x, self.global_pool, self.num_prefix_tokens)
+    pooled = norm(pooled) if fc_norm else pooled
+    out["pre_logits"] = pooled
+    if self.num_classes == 0:
+      return pooled, out
+
+    def head(name, features):
+      features = nn.Dropout(self.drop_rate)(features, deterministic=not train)
+      return layers.dense(self.num_classes, ("embed", "classes"), name=name, kernel_init=nn.initializers.zeros,
+                          **kw)(features)
+
+    logits = head("head", pooled)
+    if self.dist_token:
+      # DeiT: class and distillation heads; inference averages them (arXiv:2012.12877, sec. 4).
+      out["logits_cls"], out["logits_dist"] = logits, head("head_dist", x[:, 1])
+      logits = (out["logits_cls"] + out["logits_dist"]) / 2
+    out["logits"] = logits
+    return logits, out
+
+
+def _register(name, mean_std=None, **arch):
+  """Registers `name` as a `VisionTransformer` with architecture fields `arch`."""
+  kw = {} if mean_std is None else dict(mean=mean_std[0], std=mean_std[1])
+  fn = lambda: VisionTransformer(**arch)
+  fn.__name__ = name
+  fn.__doc__ = f"{name}: {arch}"
+  register_model(fn, **kw)
+
+
+_INCEPTION = (IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD)  # Google's ViT weights use [-1, 1]
+_TI = dict(embed_dim=192, depth=12, num_heads=3)
+_S = dict(embed_dim=384, depth=12, num_heads=6)
+_B = dict(embed_dim=768, depth=12, num_heads=12)
+
+_register("vit_tiny_patch16_224", _INCEPTION, **_TI)
+_register("vit_small_patch16_224", _INCEPTION, **_S)
+_register("vit_small_patch32_224", _INCEPTION, patch_size=32, **_S)
+_register("vit_base_patch16_224", _INCEPTION, **_B)
+_register("vit_base_patch16_384", _INCEPTION, img_size=384, **_B)
+for size, arch in (("tiny", _TI), ("small", _S), ("base", _B)):
+  _register(f"deit_{size}_patch16_224", **arch)
+  _register(f"deit_{size}_distilled_patch16_224", dist_token=True, **arch)
+_register("deit_base_patch16_384", img_size=384, **_B)
+_register("deit_base_distilled_patch16_384", img_size=384, dist_token=True, **_B)
+_register("deit3_small_patch16_224", no_embed_class=True, init_values=1e-6, **_S)
+_register("deit3_base_patch16_224", no_embed_class=True, init_values=1e-6, **_B)

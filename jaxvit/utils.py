@@ -1,0 +1,30 @@
+"""Small helpers shared across jaxvit: initialising a model and counting its parameters."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def input_shape(model, batch: int = 1) -> tuple[int, ...]:
+  """The NHWC input shape a model was built for (`img_size`, 3 channels)."""
+  size = model.img_size
+  h, w = (size, size) if isinstance(size, int) else tuple(size)
+  return (batch, h, w, getattr(model, "in_chans", 3))
+
+
+def init_variables(model, rng=0, batch: int = 1):
+  """`model.init` on a zero batch of the model's input shape; returns plain (unboxed) variables."""
+  rng = jax.random.key(rng) if isinstance(rng, int) else rng
+  images = jnp.zeros(input_shape(model, batch), jnp.float32)
+  return nn.meta.unbox(jax.jit(lambda r: model.init({"params": r}, images, train=False))(rng))
+
+
+def count_params(model_or_params) -> int:
+  """Number of parameters of a model (via `jax.eval_shape`, no memory used) or of a params tree."""
+  tree = model_or_params
+  if isinstance(model_or_params, nn.Module):
+    images = jax.ShapeDtypeStruct(input_shape(model_or_params), jnp.float32)
+    tree = jax.eval_shape(lambda x: model_or_params.init(jax.random.key(0), x, train=False), images)["params"]
+  tree = nn.meta.unbox(tree)
+  return int(sum(np.prod(x.shape) for x in jax.tree.leaves(tree)))

@@ -1,0 +1,29 @@
+"""Every test run sees 8 CPU devices, so sharding is exercised everywhere (DESIGN.md, Tests)."""
+
+import os
+
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
+
+import importlib.util  # noqa: E402
+
+import pytest  # noqa: E402
+
+HAS_TIMM = importlib.util.find_spec("timm") is not None
+
+
+def pytest_configure(config):
+  config.addinivalue_line("markers", "parity: compares with timm (PyTorch); needs the [parity] extra")
+  config.addinivalue_line("markers", "parity_all: parity for every registered variant (maintainer run)")
+  config.addinivalue_line("markers", "slow: takes more than a few seconds")
+
+
+def pytest_collection_modifyitems(config, items):
+  """`parity_all` runs only when selected with `-m parity_all`; timm tests need timm installed."""
+  selected = config.getoption("-m") or ""
+  skip_all = pytest.mark.skip(reason="run with -m parity_all")
+  skip_timm = pytest.mark.skip(reason="needs timm: pip install -e .[parity]")
+  for item in items:
+    if "parity_all" in item.keywords and "parity_all" not in selected:
+      item.add_marker(skip_all)
+    elif "parity" in item.keywords and not HAS_TIMM:
+      item.add_marker(skip_timm)
