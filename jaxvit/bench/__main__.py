@@ -1,0 +1,38 @@
+"""Benchmarks registered models: params, GMACs, images/s, latency, memory, MFU, and timm's speed.
+
+  python -m jaxvit.bench --models deit_tiny_patch16_224,deit_small_patch16_224 --batch 32 \
+      [--img-size N] [--dtype bfloat16] [--compare timm] [--json FILE]
+"""
+
+import argparse
+import json
+import sys
+
+from jaxvit.bench.run import benchmark, format_table
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(prog="python -m jaxvit.bench", description=__doc__.split("\n")[0])
+  p.add_argument("--models", required=True, help="comma-separated registered names or patterns ('deit_*')")
+  p.add_argument("--batch", type=int, default=32)
+  p.add_argument("--img-size", type=int, help="input size (default: each model's own)")
+  p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+  p.add_argument("--compare", choices=("timm",), help="also time timm (PyTorch) on the same input")
+  p.add_argument("--runs", type=int, default=5, help="timed runs per measurement (median is reported)")
+  p.add_argument("--peak-gflops", type=float, help="the machine's float32 peak (default: nominal from /proc/cpuinfo)")
+  p.add_argument("--json", help="also write the rows to this file")
+  args = p.parse_args(argv)
+  try:
+    rows = benchmark(args.models.split(","), batch=args.batch, img_size=args.img_size, dtype=args.dtype,
+                     compare=args.compare, runs=args.runs, peak_gflops=args.peak_gflops,
+                     log=lambda msg: print(msg, file=sys.stderr, flush=True))
+  except ValueError as err:
+    sys.exit(f"error: {err}")
+  print(format_table(rows))
+  if args.json:
+    with open(args.json, "w") as f:
+      json.dump(rows, f, indent=2)
+
+
+if __name__ == "__main__":
+  main()

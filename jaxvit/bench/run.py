@@ -1,0 +1,79 @@
+"""The benchmark loop behind `python -m jaxvit.bench`: one row of measurements per model."""
+
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+
+from jaxvit.bench import flops, measure
+from jaxvit.registry import create_model, list_models
+from jaxvit.utils import count_params, init_variables, input_shape
+
+COLUMNS = (("model", "model", "{}"), ("img_size", "res", "{}"), ("params_m", "params (M)", "{:.2f}"),
+           ("gmacs", "GMACs", "{:.2f}"), ("xla_gflops", "XLA GFLOPs", "{:.2f}"),
+           ("images_per_s", "img/s", "{:.1f}"), ("latency_ms", "latency bs1 (ms)", "{:.1f}"),
+           ("peak_mem_mb", "peak mem (MB)", "{:.0f}"), ("mfu_matmul", "MFU/matmul", "{:.0%}"),
+           ("mfu_peak", "MFU/peak", "{:.0%}"), ("timm_images_per_s", "timm img/s", "{:.1f}"),
+           ("vs_timm", "jaxvit/timm", "{:.2f}x"))
+
+
+def expand(patterns) -> list[str]:
+  """Registered names for comma-separated names or shell patterns, in the order given."""
+  names = []
+  for pattern in (p.strip() for p in patterns if p.strip()):
+    matched = list_models(pattern) if any(c in pattern for c in "*?[") else [pattern]
+    if not matched:
+      raise ValueError(f"--models pattern {pattern!r} matches no registered model")
+    names += [n for n in matched if n not in names]
+  return names
+
+
+def benchmark(patterns, *, batch=32, img_size=None, dtype="float32", compare=None, runs=5, peak_gflops=None,
+              log=print) -> list[dict]:
+  """Measures each model; returns rows with the keys of `COLUMNS` (and a few more)."""
+  names = expand(patterns)
+  models = {n: create_model(n, dtype=jnp.dtype(dtype), **({} if img_size is None else dict(img_size=img_size)))
+            for n in names}  # fails fast on a bad name or size, before any timing
+  log(f"measuring the {jax.default_backend()} matmul peak (4096^3, float32)...")
+  matmul = measure.matmul_peak()
+  peak, source = (peak_gflops * 1e9, "--peak-gflops") if peak_gflops else measure.nominal_cpu_peak()
+  log(f"matmul: {matmul / 1e9:.1f} GFLOP/s; peak: {peak / 1e9:.1f} GFLOP/s ({source})")
+  rows, start = [], time.time()
+  for i, name in enumerate(names):
+    eta = "" if not i else f", ETA {(time.time() - start) / i * (len(names) - i):.0f}s"
+    log(f"[{i + 1}/{len(names)}] {name}: compiling{eta}")
+    model = models[name]
+    variables = init_variables(model)
+    shape = input_shape(model, batch)
+    images = measure.random_images(batch, shape[1:])
+    apply = jax.jit(lambda v, x, model=model: model.apply(v, x)[0])
+    compiled = apply.lower(variables, images).compile()
+    macs = flops.count_macs(model, variables, images[:1])["total"]
+    ips, _ = measure.jax_images_per_second(compiled, variables, images, runs)
+    log(f"    {ips:.1f} img/s at batch {batch}; timing batch 1")
+    single = apply.lower(variables, images[:1]).compile()
+    latency = statistics.median(measure.time_runs(lambda: jax.block_until_ready(single(variables, images[:1])),
+                                                  runs=runs, warmup=2, min_seconds=1.0))
+    achieved = 2 * macs * ips
+    row = dict(model=name, img_size=shape[1], batch=batch, dtype=dtype, params_m=count_params(variables["params"]) / 1e6,
+               gmacs=macs / 1e9, xla_gflops=flops.xla_cost(compiled).get("flops", float("nan")) / batch / 1e9,
+               images_per_s=ips, latency_ms=latency * 1e3,
+               peak_mem_mb=measure.memory_bytes(compiled).get("peak", float("nan")) / 2 ** 20,
+               mfu_matmul=achieved / matmul, mfu_peak=achieved / peak if peak else float("nan"),
+               matmul_gflops=matmul / 1e9, peak_gflops=peak / 1e9, backend=jax.default_backend())
+    if compare == "timm":
+      log(f"    timm (PyTorch, float32) on the same input")
+      row["timm_images_per_s"] = measure.timm_images_per_second(name, batch, shape[1], runs)
+      row["vs_timm"] = ips / row["timm_images_per_s"]
+    rows.append(row)
+  return rows
+
+
+def format_table(rows) -> str:
+  """A markdown table of the rows' measured columns."""
+  cols = [c for c in COLUMNS if any(c[0] in r for r in rows)]
+  lines = ["| " + " | ".join(c[1] for c in cols) + " |", "|" + "---|" * len(cols)]
+  for r in rows:
+    lines.append("| " + " | ".join(c[2].format(r[c[0]]) if c[0] in r else "" for c in cols) + " |")
+  return "\n".join(lines)
