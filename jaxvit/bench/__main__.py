@@ -8,7 +8,7 @@ import argparse
 import json
 import sys
 
-from jaxvit.bench.run import benchmark, format_table
+from jaxvit.cpu import use_all_cores
 
 
 def main(argv=None):
@@ -21,7 +21,10 @@ def main(argv=None):
   p.add_argument("--runs", type=int, default=5, help="timed runs per measurement (median is reported)")
   p.add_argument("--peak-gflops", type=float, help="the machine's float32 peak (default: nominal from /proc/cpuinfo)")
   p.add_argument("--json", help="also write the rows to this file")
+  p.add_argument("--devices", type=int, help="CPU devices to split the batch over (default: one per core)")
   args = p.parse_args(argv)
+  use_all_cores(args.devices)  # before JAX starts; a no-op on GPU / TPU hosts
+  from jaxvit.bench.run import benchmark, format_table
   try:
     rows = benchmark(args.models.split(","), batch=args.batch, img_size=args.img_size, dtype=args.dtype,
                      compare=args.compare, runs=args.runs, peak_gflops=args.peak_gflops,

@@ -5,15 +5,16 @@ import time
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import NamedSharding, PartitionSpec as P
 
 from jaxvit.bench import flops, measure
 from jaxvit.registry import create_model, list_models
 from jaxvit.utils import count_params, init_variables, input_shape
 
-COLUMNS = (("model", "model", "{}"), ("img_size", "res", "{}"), ("params_m", "params (M)", "{:.2f}"),
+COLUMNS = (("model", "model", "{}"), ("img_size", "res", "{}"), ("devices", "devices", "{}"), ("params_m", "params (M)", "{:.2f}"),
            ("gmacs", "GMACs", "{:.2f}"), ("xla_gflops", "XLA GFLOPs", "{:.2f}"),
            ("images_per_s", "img/s", "{:.1f}"), ("latency_ms", "latency bs1 (ms)", "{:.1f}"),
-           ("peak_mem_mb", "peak mem (MB)", "{:.0f}"), ("mfu_matmul", "MFU/matmul", "{:.0%}"),
+           ("peak_mem_mb", "peak mem/device (MB)", "{:.0f}"), ("mfu_matmul", "MFU/matmul", "{:.0%}"),
            ("mfu_peak", "MFU/peak", "{:.0%}"), ("timm_images_per_s", "timm img/s", "{:.1f}"),
            ("vs_timm", "jaxvit/timm", "{:.2f}x"))
 
@@ -33,6 +34,11 @@ def benchmark(patterns, *, batch=32, img_size=None, dtype="float32", compare=Non
               log=print) -> list[dict]:
   """Measures each model; returns rows with the keys of `COLUMNS` (and a few more)."""
   names = expand(patterns)
+  devices = jax.local_devices()
+  if batch % len(devices):
+    raise ValueError(f"--batch={batch} must be a multiple of the {len(devices)} local devices (or set --devices)")
+  mesh = jax.make_mesh((len(devices),), ("data",), axis_types=(jax.sharding.AxisType.Auto,), devices=devices)
+  data, replicated = NamedSharding(mesh, P("data")), NamedSharding(mesh, P())
   models = {n: create_model(n, dtype=jnp.dtype(dtype), **({} if img_size is None else dict(img_size=img_size)))
             for n in names}  # fails fast on a bad name or size, before any timing
   log(f"measuring the {jax.default_backend()} matmul peak (4096^3, float32)...")
@@ -46,22 +52,27 @@ def benchmark(patterns, *, batch=32, img_size=None, dtype="float32", compare=Non
     model = models[name]
     variables = init_variables(model)
     shape = input_shape(model, batch)
-    images = measure.random_images(batch, shape[1:])
+    images = jax.device_put(measure.random_images(batch, shape[1:]), data)
+    variables = jax.device_put(variables, replicated)
     apply = jax.jit(lambda v, x, model=model: model.apply(v, x)[0])
     compiled = apply.lower(variables, images).compile()
-    macs = flops.count_macs(model, variables, images[:1])["total"]
+    macs = flops.count_macs(model, variables, jax.ShapeDtypeStruct((1,) + shape[1:], jnp.float32))["total"]
     ips, _ = measure.jax_images_per_second(compiled, variables, images, runs)
     log(f"    {ips:.1f} img/s at batch {batch}; timing batch 1")
-    single = apply.lower(variables, images[:1]).compile()
-    latency = statistics.median(measure.time_runs(lambda: jax.block_until_ready(single(variables, images[:1])),
+    one = jax.device_put(images[:1], devices[0])
+    one_variables = jax.device_put(variables, devices[0])
+    single = apply.lower(one_variables, one).compile()
+    latency = statistics.median(measure.time_runs(lambda: jax.block_until_ready(single(one_variables, one)),
                                                   runs=runs, warmup=2, min_seconds=1.0))
     achieved = 2 * macs * ips
+    per_device = batch // len(devices)  # XLA's cost and memory analyses describe one device's program
     row = dict(model=name, img_size=shape[1], batch=batch, dtype=dtype, params_m=count_params(variables["params"]) / 1e6,
-               gmacs=macs / 1e9, xla_gflops=flops.xla_cost(compiled).get("flops", float("nan")) / batch / 1e9,
+               gmacs=macs / 1e9, xla_gflops=flops.xla_cost(compiled).get("flops", float("nan")) / per_device / 1e9,
                images_per_s=ips, latency_ms=latency * 1e3,
                peak_mem_mb=measure.memory_bytes(compiled).get("peak", float("nan")) / 2 ** 20,
                mfu_matmul=achieved / matmul, mfu_peak=achieved / peak if peak else float("nan"),
-               matmul_gflops=matmul / 1e9, peak_gflops=peak / 1e9, backend=jax.default_backend())
+               matmul_gflops=matmul / 1e9, peak_gflops=peak / 1e9, backend=jax.default_backend(),
+               devices=len(devices))
     if compare == "timm":
       log(f"    timm (PyTorch, float32) on the same input")
       row["timm_images_per_s"] = measure.timm_images_per_second(name, batch, shape[1], runs)
