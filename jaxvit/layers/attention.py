@@ -4,7 +4,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxvit.layers.init import trunc_normal_02, with_axes, zeros
+from jaxvit.layers.init import Projection
 
 
 class Attention(nn.Module):
@@ -30,10 +30,8 @@ class Attention(nn.Module):
       raise ValueError(f"embed dim {dim} is not divisible by num_heads={self.num_heads}")
     head_dim = dim // self.num_heads
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-    qkv = nn.DenseGeneral(
-        (3, self.num_heads, head_dim), use_bias=self.qkv_bias, name="qkv",
-        kernel_init=with_axes(trunc_normal_02, ("embed", None, "heads", "kv")),
-        bias_init=with_axes(zeros, (None, "heads", "kv")), **kw)(x)  # [B, N, 3, H, d]
+    qkv = Projection((3, self.num_heads, head_dim), ("embed", None, "heads", "kv"), use_bias=self.qkv_bias,
+                     name="qkv", **kw)(x)  # [B, N, 3, H, d]
     q, k, v = qkv.transpose(2, 0, 3, 1, 4)  # 3 x [B, H, N, d]: head-major, the layout CPU dots run fastest
 
     logits = jnp.einsum("bhqd,bhkd->bhqk", q * jnp.asarray(head_dim ** -0.5, q.dtype), k).astype(jnp.float32)
@@ -50,8 +48,5 @@ class Attention(nn.Module):
       y = jnp.einsum("bhqk,bhkd->bhqd", weights.astype(self.dtype), v)
       y = y / weights.sum(axis=-1, keepdims=True).astype(self.dtype)
 
-    y = nn.DenseGeneral(  # [B, H, N, d] -> [B, N, D]
-        dim, axis=(1, 3), name="proj",
-        kernel_init=with_axes(trunc_normal_02, ("heads", "kv", "embed")),
-        bias_init=with_axes(zeros, ("embed",)), **kw)(y)
+    y = Projection((dim,), ("heads", "kv", "embed"), axis=(1, 3), name="proj", **kw)(y)  # [B, H, N, d] -> [B, N, D]
     return nn.Dropout(self.proj_drop_rate)(y, deterministic=not train), aux
