@@ -31,7 +31,7 @@ def expand(patterns) -> list[str]:
 
 
 def benchmark(patterns, *, batch=32, img_size=None, dtype="float32", compare=None, runs=5, peak_gflops=None,
-              log=print) -> list[dict]:
+              matmul_n=4096, log=print) -> list[dict]:
   """Measures each model; returns rows with the keys of `COLUMNS` (and a few more)."""
   names = expand(patterns)
   devices = jax.local_devices()
@@ -41,8 +41,8 @@ def benchmark(patterns, *, batch=32, img_size=None, dtype="float32", compare=Non
   data, replicated = NamedSharding(mesh, P("data")), NamedSharding(mesh, P())
   models = {n: create_model(n, dtype=jnp.dtype(dtype), **({} if img_size is None else dict(img_size=img_size)))
             for n in names}  # fails fast on a bad name or size, before any timing
-  log(f"measuring the {jax.default_backend()} matmul peak (4096^3, float32)...")
-  matmul = measure.matmul_peak()
+  log(f"measuring the {jax.default_backend()} matmul peak ({matmul_n}^3, float32)...")
+  matmul = measure.matmul_peak(matmul_n)
   peak, source = (peak_gflops * 1e9, "--peak-gflops") if peak_gflops else measure.nominal_cpu_peak()
   log(f"matmul: {matmul / 1e9:.1f} GFLOP/s; peak: {peak / 1e9:.1f} GFLOP/s ({source})")
   rows, start = [], time.time()

@@ -26,4 +26,11 @@ HEADS = ("head", "head_dist")  # classifier modules, re-initialised when num_cla
 def overrides_from_timm(module) -> dict:
   """The jaxvit overrides that reproduce a timm ViT instance's configuration."""
   return dict(num_classes=module.num_classes, img_size=tuple(module.patch_embed.img_size),
-              global_pool=module.global_pool)
+              global_pool=module.global_pool, class_token=module.cls_token is not None,
+              reg_tokens=module.num_reg_tokens, no_embed_class=module.no_embed_class,
+              fc_norm=not isinstance(module.fc_norm, torch_identity()))
+
+
+def torch_identity():
+  import torch
+  return torch.nn.Identity

@@ -1,0 +1,57 @@
+import jax
+import jax.numpy as jnp
+import pytest
+
+import jaxvit
+from jaxvit.bench.flops import count_macs, jaxpr_macs
+from jaxvit.bench.run import benchmark, expand, format_table
+
+
+def vit_macs(n, d, depth, patch_dim, classes):
+  """Per image: patch embedding, per block qkv + proj + MLP (12 N D^2) + QK^T and AV (2 N^2 D),
+  the head, and fvcore's 5 per element for each of the 2 depth + 1 LayerNorms."""
+  tokens = n + 1
+  return ((n * patch_dim * d) + depth * (12 * tokens * d * d + 2 * tokens * tokens * d) + d * classes
+          + (2 * depth + 1) * 5 * tokens * d)
+
+
+def test_count_macs_matches_the_formula():
+  model = jaxvit.create_model("deit_tiny_patch16_224", img_size=64, num_classes=10)
+  variables = jax.eval_shape(lambda: jaxvit.init_variables(model))
+  got = count_macs(model, variables, jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32))
+  assert got["total"] == vit_macs(16, 192, 12, 16 * 16 * 3, 10)
+
+
+def test_jaxpr_macs_counts_scan_length_and_convolutions():
+  def f(x, w, image, kernel):
+    x, _ = jax.lax.scan(lambda c, _: (jnp.tanh(c @ w), None), x, None, length=5)
+    return x, jax.lax.conv(image, kernel, (1, 1), "VALID")  # NCHW [1, 2, 5, 5] * OIHW [4, 2, 3, 3]
+  jaxpr = jax.make_jaxpr(f)(jnp.ones((3, 4)), jnp.ones((4, 4)), jnp.ones((1, 2, 5, 5)), jnp.ones((4, 2, 3, 3)))
+  assert jaxpr_macs(jaxpr) == 5 * (3 * 4 * 4) + (1 * 4 * 3 * 3) * (2 * 3 * 3)
+
+
+def test_count_macs_refuses_scan():
+  with pytest.raises(ValueError, match="scan=False"):
+    model = jaxvit.create_model("deit_tiny_patch16_224", img_size=32, scan=True)
+    count_macs(model, None, jnp.ones((1, 32, 32, 3)))
+
+
+def test_benchmark_rows_and_table():
+  rows = benchmark(["deit_tiny_*"], batch=8, img_size=32, runs=1, matmul_n=256, log=lambda _: None)
+  assert [r["model"] for r in rows] == ["deit_tiny_distilled_patch16_224", "deit_tiny_patch16_224"]
+  row = rows[1]
+  assert row["devices"] == jax.local_device_count() == 8
+  assert row["images_per_s"] > 0 and row["latency_ms"] > 0 and 0 < row["mfu_matmul"]
+  assert row["gmacs"] == vit_macs(4, 192, 12, 768, 1000) / 1e9
+  assert round(row["params_m"], 2) == 5.68  # 5.72M at 224 minus (196 - 4) x 192 position-embedding values
+  table = format_table(rows)
+  assert table.count("\n") == 3 and "deit_tiny_patch16_224 | 32 | 8 | 5.68" in table
+
+
+def test_bad_arguments_are_clear():
+  with pytest.raises(ValueError, match="matches no registered model"):
+    expand(["nope_*"])
+  with pytest.raises(ValueError, match="did you mean"):
+    benchmark(["deit_tiny"], log=lambda _: None)
+  with pytest.raises(ValueError, match="--batch=6 must be a multiple of the 8 local devices"):
+    benchmark(["deit_tiny_patch16_224"], batch=6, log=lambda _: None)
