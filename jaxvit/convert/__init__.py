@@ -9,7 +9,7 @@ import numpy as np
 from jaxvit.convert import vit
 from jaxvit.convert.io import load_converted, read_state_dict, save_converted
 from jaxvit.convert.mapping import ConversionError, abstract_params, convert_state_dict as _convert, loop_to_scan
-from jaxvit.registry import create_model, is_model, _check_name
+from jaxvit.registry import _check_name, create_model
 
 # jaxvit module class -> family mapping module (timm_name, special, HEADS, overrides_from_timm)
 FAMILIES = {"VisionTransformer": vit}
@@ -44,6 +44,19 @@ def convert_state_dict(name: str, state_dict: dict, *, reset_head: bool = False,
   return model, {"params": params}
 
 
+def head_mismatch(name: str, state_dict: dict, **overrides) -> str | None:
+  """Why the checkpoint's classifier does not fit model `name` with `overrides`, or None if it does."""
+  model = create_model(name, **overrides)
+  family = _family(model)
+  abstract = abstract_params(model)
+  for head in family.HEADS:
+    for leaf, target in abstract.get(head, {}).items():
+      key = family.timm_name(f"{head}/{leaf}", model)
+      if key in state_dict and np.size(state_dict[key]) != np.prod(target.shape):
+        return f"checkpoint {key} has shape {tuple(np.shape(state_dict[key]))}, the model needs {target.shape}"
+  return None
+
+
 def from_timm(torch_module, **overrides):
   """Builds the jaxvit model matching a timm model instance and converts its weights.
 
@@ -59,5 +72,5 @@ def from_timm(torch_module, **overrides):
   return convert_state_dict(name, torch_module.state_dict(), **kw)
 
 
-__all__ = ["ConversionError", "convert_state_dict", "from_timm", "is_model", "load_converted", "read_state_dict",
+__all__ = ["ConversionError", "convert_state_dict", "from_timm", "head_mismatch", "load_converted", "read_state_dict",
            "save_converted"]

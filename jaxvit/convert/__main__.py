@@ -11,10 +11,11 @@ import time
 import jax
 import numpy as np
 
-from jaxvit.convert import ConversionError, convert_state_dict, read_state_dict, save_converted
+from jaxvit.convert import FAMILIES, ConversionError, convert_state_dict, head_mismatch, read_state_dict, save_converted
+from jaxvit.utils import input_shape
 
 
-def verify(name, state_dict, model, variables, overrides, reset_head) -> float:
+def verify(name, state_dict, model, variables, reset_head) -> float:
   """Max abs difference between timm and jaxvit on one random batch (pre-logits if the head was reset)."""
   import timm
   import torch
@@ -24,10 +25,9 @@ def verify(name, state_dict, model, variables, overrides, reset_head) -> float:
   state = {k: torch.from_numpy(np.asarray(v)) for k, v in state_dict.items()}
   state = filter_fn(state, tm) if filter_fn else state
   if reset_head:
-    state = {k: v for k, v in state.items() if k.split(".")[0] not in ("head", "head_dist")}
+    state = {k: v for k, v in state.items() if k.split(".")[0] not in FAMILIES[type(model).__name__].HEADS}
   tm.load_state_dict(state, strict=not reset_head)
-  h, w = model.grid[0] * model.patch_size, model.grid[1] * model.patch_size
-  images = np.random.RandomState(0).standard_normal((2, h, w, 3)).astype(np.float32)
+  images = np.random.RandomState(0).standard_normal(input_shape(model, 2)).astype(np.float32)
   with torch.no_grad():
     if reset_head:
       ref = tm.forward_head(tm.forward_features(torch.from_numpy(images).permute(0, 3, 1, 2)), pre_logits=True)
@@ -51,20 +51,19 @@ def main(argv=None):
   start = time.time()
   state = read_state_dict(args.checkpoint)
   overrides = {k: v for k, v in (("img_size", args.img_size), ("num_classes", args.num_classes)) if v is not None}
-  head = [v for k, v in state.items() if k == "head.weight"]
-  reset_head = args.num_classes is not None and bool(head) and head[0].shape[0] != args.num_classes
   try:
-    model, variables = convert_state_dict(args.model, state, reset_head=reset_head, **overrides)
+    mismatch = head_mismatch(args.model, state, **overrides) if args.num_classes is not None else None
+    model, variables = convert_state_dict(args.model, state, reset_head=bool(mismatch), **overrides)
   except (ConversionError, ValueError) as err:
     sys.exit(f"error: {err}")
-  if reset_head:
-    print(f"head re-initialised: checkpoint has {head[0].shape[0]} classes, model has {args.num_classes}")
+  if mismatch:
+    print(f"head re-initialised for {args.num_classes} classes: {mismatch}")
   n = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(variables))
   save_converted(args.out, variables, args.model, overrides, source=args.checkpoint)
   print(f"converted {args.model}: {n / 1e6:.2f}M parameters -> {args.out} ({time.time() - start:.1f}s)")
   if args.verify:
-    diff = verify(args.model, state, model, variables, overrides, reset_head)
-    print(f"verify: max abs {'pre-logit' if reset_head else 'logit'} difference vs timm = {diff:.3g}")
+    diff = verify(args.model, state, model, variables, bool(mismatch))
+    print(f"verify: max abs {'pre-logit' if mismatch else 'logit'} difference vs timm = {diff:.3g}")
 
 
 if __name__ == "__main__":

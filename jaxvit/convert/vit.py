@@ -3,7 +3,7 @@
 from jaxvit.convert.mapping import default_timm_name
 from jaxvit.layers import resample_abs_pos_embed
 
-TIMM_CLASSES = ("VisionTransformer", "VisionTransformerDistilled")
+HEADS = ("head", "head_dist")  # classifier modules, re-initialised when num_classes changes
 
 
 def timm_name(path: str, model) -> str:
@@ -20,17 +20,10 @@ def special(path: str, tensor, target_shape, model):
   prefix = 0 if model.no_embed_class else model.num_prefix_tokens
   return resample_abs_pos_embed(tensor, model.grid, num_prefix_tokens=prefix)
 
-HEADS = ("head", "head_dist")  # classifier modules, re-initialised when num_classes changes
-
 
 def overrides_from_timm(module) -> dict:
   """The jaxvit overrides that reproduce a timm ViT instance's configuration."""
   return dict(num_classes=module.num_classes, img_size=tuple(module.patch_embed.img_size),
               global_pool=module.global_pool, class_token=module.cls_token is not None,
               reg_tokens=module.num_reg_tokens, no_embed_class=module.no_embed_class,
-              fc_norm=not isinstance(module.fc_norm, torch_identity()))
-
-
-def torch_identity():
-  import torch
-  return torch.nn.Identity
+              fc_norm=type(module.fc_norm).__name__ != "Identity")
