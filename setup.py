@@ -3,7 +3,7 @@
 from setuptools import find_packages, setup
 
 DATA = ["tensorflow-cpu", "tensorflow-datasets", "tensorboard", "scikit-learn"]
-PARITY = ["torch==2.14.1", "torchvision==0.29.1", "timm", "safetensors"]
+PARITY = ["torch==2.14.1", "torchvision==0.29.1", "timm"]
 TEST = ["pytest", "pytest-xdist"]
 
 setup(
