@@ -2,7 +2,7 @@
 
 from setuptools import find_packages, setup
 
-DATA = ["tensorflow-cpu", "tensorflow-datasets", "tensorboard", "scikit-learn"]
+DATA = ["tensorflow-cpu", "tensorflow-datasets", "importlib_resources", "tensorboard", "scikit-learn"]
 PARITY = ["torch==2.14.1", "torchvision==0.29.1", "timm"]
 TEST = ["pytest", "pytest-xdist"]
 
@@ -17,5 +17,6 @@ setup(
     install_requires=["jax", "flax", "optax", "orbax-checkpoint", "ml-collections", "clu", "numpy", "safetensors"],
     extras_require={"data": DATA, "parity": PARITY, "dev": DATA + PARITY + TEST},
     entry_points={"console_scripts": ["jaxvit-convert=jaxvit.convert.__main__:main",
-                                      "jaxvit-bench=jaxvit.bench.__main__:main"]},
+                                      "jaxvit-bench=jaxvit.bench.__main__:main",
+                                      "jaxvit=jaxvit.main:run"]},
 )

@@ -1,0 +1,111 @@
+"""tf.data input pipelines: each process reads its own slice of a TFDS split.
+
+Training streams are a pure function of (seed, example position): epoch `e` is the process's
+slice shuffled with seed `(seed, e)`, and every example's augmentation draws from the stateless
+seed `(seed, position)`. Resuming at position `k` starts at epoch `k // n` and skips `k % n`
+records before decoding, so a resumed run sees exactly the batches an uninterrupted one would.
+Evaluation covers every example exactly once: the last batch is padded and `mask` marks real ones.
+"""
+
+import math
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from jaxvit.data import preprocess
+
+FOLDER_PREFIX = "folder:"
+
+
+def get_builder(name: str, data_dir: str | None = None):
+  """The TFDS builder for `name`: a registered TFDS dataset, `digits`, or `folder:/path/to/images`.
+
+  A folder holds `<split>/<class>/<image>` files (tfds' ImageFolder). Prepares the dataset if it
+  can be prepared offline; otherwise one error names `config.data` fields to fix.
+  """
+  if name.startswith(FOLDER_PREFIX):
+    root = name[len(FOLDER_PREFIX):]
+    if not tf.io.gfile.isdir(root):
+      raise ValueError(f"config.data.name={name!r}: {root!r} is not a folder of <split>/<class>/<image> files")
+    return tfds.ImageFolder(root)
+  if name == "digits":
+    from jaxvit.data import digits  # noqa: F401  (registers the builder)
+  try:
+    builder = tfds.builder(name, data_dir=data_dir)
+  except tfds.core.registered.DatasetNotFoundError:
+    raise ValueError(f"config.data.name={name!r} is not a TFDS dataset; accepted: 'digits', "
+                     f"'{FOLDER_PREFIX}/path', or a name from tfds.list_builders()") from None
+  if not builder.is_prepared():
+    try:
+      builder.download_and_prepare()
+    except Exception as err:  # noqa: BLE001  (tfds raises many kinds; all mean "not available here")
+      raise ValueError(f"config.data.name={name!r} is not prepared in config.data.data_dir={data_dir!r} and "
+                       f"could not be prepared here ({type(err).__name__}: {str(err)[:300]}). Prepare it "
+                       f"with tfds (or download it by hand) and point config.data.data_dir at it.") from None
+  return builder
+
+
+def num_examples(builder, split: str) -> int:
+  return builder.info.splits[split].num_examples
+
+
+def host_split(builder, split: str, process_index: int, process_count: int, drop_remainder: bool) -> str:
+  """This process's slice of `split` (tfds.even_splits), checked to exist."""
+  if split not in builder.info.splits:
+    raise ValueError(f"split {split!r} is not in {builder.name}; accepted: {sorted(builder.info.splits)}")
+  return tfds.even_splits(split, process_count, drop_remainder=drop_remainder)[process_index]
+
+
+def _decode(builder, split):
+  ds = builder.as_dataset(split=split, shuffle_files=False, decoders=None)
+  return ds.map(lambda f: {"image": f["image"], "label": f["label"]})
+
+
+def train_dataset(builder, split: str, pp: str, *, batch_size: int, seed: int, start: int = 0,
+                  shuffle_buffer: int = 50_000, process_index: int = 0, process_count: int = 1):
+  """Infinite batches `{"image", "label"}` of this process, from example position `start` on."""
+  host = host_split(builder, split, process_index, process_count, drop_remainder=True)
+  n = num_examples(builder, host)
+  if n < batch_size:
+    raise ValueError(f"{builder.name}:{host} has {n} examples, fewer than the per-process batch {batch_size}")
+  records = _decode(builder, host)
+  epochs = tf.data.Dataset.range(start // n, 2 ** 62)
+  ds = epochs.flat_map(lambda e: records.shuffle(min(n, shuffle_buffer), seed=seed * 1_000_003 + e,
+                                                 reshuffle_each_iteration=False))
+  ds = ds.skip(start % n)
+  positions = tf.data.Dataset.range(start, 2 ** 62)
+  apply = preprocess.parse(pp)
+  ds = tf.data.Dataset.zip(ds, positions).map(
+      lambda f, p: apply(f, tf.stack([tf.constant(seed, tf.int64), p])), num_parallel_calls=tf.data.AUTOTUNE,
+      deterministic=True)
+  return ds.batch(batch_size, drop_remainder=True).prefetch(2)
+
+
+def eval_dataset(builder, split: str, pp: str, *, batch_size: int, process_index: int = 0, process_count: int = 1):
+  """Batches `{"image", "label", "mask"}` covering this process's slice once; every process yields
+  the same number of batches (padding examples have `mask == 0`)."""
+  total = num_examples(builder, split)
+  steps = math.ceil(math.ceil(total / process_count) / batch_size)
+  host = host_split(builder, split, process_index, process_count, drop_remainder=False)
+  apply = preprocess.parse(pp)
+  ds = _decode(builder, host).map(lambda f: {**apply(f, tf.constant([0, 0], tf.int64)), "mask": 1.0},
+                                  num_parallel_calls=tf.data.AUTOTUNE)
+  pad = ds.take(1).map(lambda f: {k: tf.zeros_like(v) for k, v in f.items()}).repeat()
+  return ds.concatenate(pad).batch(batch_size).take(steps).prefetch(2), steps
+
+
+def input_shape(builder, split: str, pp: str) -> tuple:
+  """Shape of one preprocessed image (for model creation)."""
+  element = next(iter(tfds.as_numpy(eval_dataset(builder, split, pp, batch_size=1)[0].take(1))))
+  return tuple(element["image"].shape[1:])
+
+
+def as_numpy(ds):
+  return tfds.as_numpy(ds)
+
+
+def to_global(batch: dict, sharding) -> dict:
+  """Process-local numpy batch -> global jax.Arrays sharded on the batch axis."""
+  import jax
+  return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in batch.items()}

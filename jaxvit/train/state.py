@@ -1,0 +1,51 @@
+"""The train state and its sharded creation from logical axis names."""
+
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything a step reads and writes; checkpointed whole (DESIGN.md, Training system)."""
+  step: jax.Array
+  params: Any
+  opt_state: Any
+  mutable: Any  # non-param collections (BatchNorm's batch_stats), {} for ViTs
+  ema_params: Any  # exponential moving average of params, or None
+  rng: jax.Array  # raw uint32 base key (checkpointable); each step folds in the step number
+
+  def variables(self, ema: bool = False):
+    return {"params": self.ema_params if ema else self.params, **self.mutable}
+
+
+def abstract_state(model, tx, image_shape, seed: int, ema: bool):
+  """The boxed (logically partitioned) state as shapes, without allocating anything."""
+  def init():
+    rng = jax.random.PRNGKey(seed)
+    variables = model.init({"params": jax.random.fold_in(rng, 1)}, jnp.zeros((1,) + tuple(image_shape)), train=False)
+    params = variables["params"]
+    mutable = {k: v for k, v in variables.items() if k != "params"}
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      opt_state=tx.init(params), mutable=mutable,
+                      ema_params=params if ema else None, rng=jax.random.fold_in(rng, 2))
+  return init, jax.eval_shape(init)
+
+
+def state_shardings(abstract, mesh, rules):
+  """NamedShardings for every leaf of the state from the parameters' logical axis names."""
+  specs = nn.get_partition_spec(abstract)
+  return nn.logical_to_mesh_sharding(specs, mesh, rules)
+
+
+def create_state(model, tx, image_shape, seed: int, mesh, rules, ema: bool = False):
+  """Initialises the state directly into its shardings (no host copy of the full model)."""
+  init, abstract = abstract_state(model, tx, image_shape, seed, ema)
+  shardings = state_shardings(abstract, mesh, rules)
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    state = jax.jit(lambda: nn.meta.unbox(init()), out_shardings=shardings)()
+  return state, shardings

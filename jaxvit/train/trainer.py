@@ -1,0 +1,157 @@
+"""`train_and_evaluate(config, workdir)`: the one training loop, built from small pieces."""
+
+import math
+import os
+import signal
+import time
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxvit.bench.flops import count_macs
+from jaxvit.data import pipeline
+from jaxvit.registry import create_model
+from jaxvit.train import checkpoint, mesh as mesh_lib, optim, report, state as state_lib, step as step_lib
+from jaxvit.utils import count_params, input_shape
+
+
+class Preempted:
+  """Turns SIGTERM into a flag the loop checks, so it can save a checkpoint and exit cleanly."""
+
+  def __init__(self):
+    self.flag = False
+    self.previous = signal.signal(signal.SIGTERM, self._handle)
+
+  def _handle(self, signum, frame):
+    self.flag = True
+
+  def restore(self):
+    signal.signal(signal.SIGTERM, self.previous)
+
+
+def build_model(config, num_classes: int):
+  overrides = dict(config.model.get("overrides", {}))
+  overrides.setdefault("num_classes", num_classes)
+  return create_model(config.model.name, **overrides)
+
+
+def total_steps(config, train_examples: int) -> int:
+  if config.get("total_steps"):
+    return int(config.total_steps)
+  if config.get("total_epochs"):
+    return int(math.ceil(config.total_epochs * train_examples / config.batch_size))
+  raise ValueError("set config.total_steps or config.total_epochs")
+
+
+def evaluate(eval_step, state, builder, config, mesh) -> dict:
+  """Top-1 / top-5 / loss over every example of the eval split exactly once."""
+  ds, _ = pipeline.eval_dataset(builder, config.data.eval_split, config.data.pp_eval,
+                                batch_size=config.eval_batch_size // jax.process_count(),
+                                process_index=jax.process_index(), process_count=jax.process_count())
+  sums = None
+  for batch in pipeline.as_numpy(ds):
+    batch = pipeline.to_global(batch, mesh_lib.batch_sharding(mesh))
+    out = eval_step(state, batch)
+    sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
+  sums = jax.device_get(sums)
+  count = float(sums["count"])
+  return {"top1": float(sums["top1"]) / count, "top5": float(sums["top5"]) / count,
+          "loss": float(sums["loss"]) / count, "examples": int(count)}
+
+
+def check_config(config, mesh):
+  devices_on_batch = mesh.shape["data"] * mesh.shape["fsdp"]
+  for field in ("batch_size", "eval_batch_size"):
+    value = config[field]
+    if value % devices_on_batch or value % jax.process_count():
+      raise ValueError(f"config.{field}={value} must be divisible by the {devices_on_batch} devices on the "
+                       f"batch axes (config.mesh data x fsdp) and the {jax.process_count()} processes")
+
+
+def train_and_evaluate(config, workdir: str) -> dict:
+  """Trains `config.model` on `config.data`, evaluating and checkpointing; returns the summary."""
+  os.makedirs(workdir, exist_ok=True)
+  mesh = mesh_lib.make_mesh(config.mesh)
+  check_config(config, mesh)
+  rules = tuple(tuple(r) for r in config.get("sharding_rules") or mesh_lib.DEFAULT_RULES)
+  builder = pipeline.get_builder(config.data.name, config.data.get("data_dir"))
+  model = build_model(config, builder.info.features["label"].num_classes)
+  steps = total_steps(config, pipeline.num_examples(builder, config.data.train_split))
+  tx, schedule = optim.make_optimizer(config.optimizer, steps)
+  shape = input_shape(model)[1:]
+  state, shardings = state_lib.create_state(model, tx, shape, config.seed, mesh, rules,
+                                            ema=bool(config.get("ema_decay")))
+  ckpts = checkpoint.Checkpoints(workdir, keep=config.get("keep_checkpoints", 3))
+  state, meta = ckpts.restore_latest(state, shardings)
+  start = int(jax.device_get(state.step))
+  position = meta["examples_seen"] if meta else 0
+  if meta:
+    print(f"resuming from step {start} ({workdir})")
+
+  per_process = config.batch_size // jax.process_count()
+  train_ds = pipeline.train_dataset(builder, config.data.train_split, config.data.pp_train, batch_size=per_process,
+                                    seed=config.seed, start=position, shuffle_buffer=config.data.get("shuffle_buffer", 50_000),
+                                    process_index=jax.process_index(), process_count=jax.process_count())
+  loss_fn = step_lib.classification_loss(config.get("label_smoothing", 0.0))
+  batch_sharding = mesh_lib.batch_sharding(mesh)
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    train_step = jax.jit(step_lib.make_train_step(model, tx, loss_fn, schedule, config.get("ema_decay")),
+                         in_shardings=(shardings, batch_sharding), out_shardings=(shardings, None), donate_argnums=0)
+    eval_step = jax.jit(step_lib.make_eval_step(model, ema=bool(config.get("ema_decay"))))
+
+  writer = report.make_writer(workdir)
+  progress = report.Progress(steps, start)
+  preempted = Preempted()
+  history, best, last_eval, started = [], 0.0, None, time.time()
+
+  def save(step):
+    ckpts.save(step, state, {"step": step, "examples_seen": position})
+
+  try:
+    batches = iter(pipeline.as_numpy(train_ds))
+    for step in range(start + 1, steps + 1):
+      with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+        state, metrics = train_step(state, pipeline.to_global(next(batches), batch_sharding))
+      position += per_process
+      history.append(metrics)
+      if step % config.log_every == 0 or step == steps:
+        means = report.mean_metrics(history)
+        history = []
+        if not np.isfinite(means["loss"]):
+          raise FloatingPointError(f"loss is {means['loss']} at step {step}; stopping. The last good checkpoint "
+                                   f"in {workdir}/checkpoints is kept (lower config.optimizer.lr?)")
+        writer.write_scalars(step, {f"train/{k}": v for k, v in means.items()})
+        if jax.process_index() == 0:
+          print(progress.line(step, means), flush=True)
+      if step % config.eval_every == 0 or step == steps:
+        with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+          last_eval = evaluate(eval_step, state, builder, config, mesh)
+        best = max(best, last_eval["top1"])
+        writer.write_scalars(step, {f"eval/{k}": v for k, v in last_eval.items()})
+        if jax.process_index() == 0:
+          print(f"eval at step {step}: top-1 {last_eval['top1']:.4f} | top-5 {last_eval['top5']:.4f} | "
+                f"loss {last_eval['loss']:.4f} ({last_eval['examples']} examples)", flush=True)
+      if step % config.checkpoint_every == 0 or step == steps or preempted.flag:
+        save(step)
+      if preempted.flag:
+        print(f"SIGTERM: saved a checkpoint at step {step}; exiting", flush=True)
+        break
+  finally:
+    ckpts.close()
+    writer.flush()
+    preempted.restore()
+
+  images = jax.ShapeDtypeStruct((1,) + tuple(shape), jnp.float32)
+  summary = {
+      "model": config.model.name, "dataset": config.data.name, "steps": int(jax.device_get(state.step)),
+      "params_m": count_params(state.params) / 1e6,
+      "gmacs": count_macs(model.clone(**({"scan": False} if hasattr(model, "scan") else {})),
+                          jax.eval_shape(lambda: state.variables()), images)["total"] / 1e9,
+      "final_top1": last_eval["top1"] if last_eval else None, "best_top1": best,
+      "final_top5": last_eval["top5"] if last_eval else None,
+      "train_seconds": round(time.time() - started, 1), "preempted": preempted.flag,
+  }
+  print(report.write_summary(workdir, summary), flush=True)
+  return summary
