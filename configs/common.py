@@ -1,6 +1,7 @@
 """Shared config pieces: every field the trainer reads, with defaults, and the `runlocal` smoke mode."""
 
 import ml_collections
+from ml_collections.config_dict import placeholder
 
 
 def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
@@ -20,7 +21,8 @@ def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
   c.model = ml_collections.ConfigDict(dict(name="deit_tiny_patch16_224", overrides={}))
-  c.data = ml_collections.ConfigDict(dict(name="digits", data_dir=None, train_split="train", eval_split="test",
+  c.data = ml_collections.ConfigDict(dict(name="digits", data_dir=placeholder(str), train_split="train",
+                                          eval_split="test",
                                           pp_train="decode|flip_lr|normalize", pp_eval="decode|normalize",
                                           shuffle_buffer=50_000))
   c.batch_size = 128

@@ -13,6 +13,7 @@ from jaxvit.cpu import use_all_cores
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "experiment config file, `path.py[:arg]`", lock_config=True)
 flags.DEFINE_string("workdir", None, "checkpoints, TensorBoard events and summary.json go here")
+flags.DEFINE_bool("eval_only", False, "evaluate the newest checkpoint in --workdir instead of training")
 
 
 def main(argv):
@@ -20,9 +21,9 @@ def main(argv):
   if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # orbax and tfds log every step at INFO
   use_all_cores()  # one CPU device per core (jaxvit/cpu.py); before JAX starts
-  from jaxvit.train.trainer import train_and_evaluate
+  from jaxvit.train.trainer import evaluate_checkpoint, train_and_evaluate
   try:
-    train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    (evaluate_checkpoint if FLAGS.eval_only else train_and_evaluate)(FLAGS.config, FLAGS.workdir)
   except (ValueError, FloatingPointError) as err:
     sys.exit(f"error: {err}")
 

@@ -23,25 +23,35 @@ class Checkpoints:
   def restore_latest(self, state, shardings):
     """`(state, meta)` from the newest readable checkpoint, or `(state, None)` when there is none.
 
-    A checkpoint that fails to restore (corrupt or partial files) is reported, moved aside to
-    `<step>.unreadable.<time>` (so training can save that step again) and the previous one is tried.
+    A checkpoint that fails to restore (corrupt or partial files) is reported and the previous one
+    is tried; once an older one restores, the unreadable newer ones are moved aside to
+    `<step>.unreadable.<time>` so training can save those steps again. When none restores (a
+    different model or optimizer wrote them), nothing is moved and the error says so.
     """
     target = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, shardings)
+    failed = []
     for step in sorted(self.manager.all_steps(), reverse=True):
       try:
         restored = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target),
                                                                       meta=ocp.args.JsonRestore()))
-        return restored.state, restored.meta
       except Exception as err:  # noqa: BLE001  (any failure means this checkpoint is unusable)
-        logging.warning("checkpoint %d in %s cannot be restored (%s: %s); trying the previous one",
-                        step, self.manager.directory, type(err).__name__, str(err)[:200])
-        aside = f"{step}.unreadable.{int(time.time())}"
-        print(f"warning: checkpoint {step} is unreadable ({type(err).__name__}); moved to {aside}, "
-              f"trying the previous one")
+        failed.append((step, f"{type(err).__name__}: {str(err)[:300]}"))
+        logging.warning("checkpoint %d in %s cannot be restored (%s)", step, self.manager.directory, failed[-1][1])
+        continue
+      for bad, why in failed:
+        aside = f"{bad}.unreadable.{int(time.time())}"
+        print(f"warning: checkpoint {bad} is unreadable ({why.split(':')[0]}); moved to {aside}, "
+              f"resuming from checkpoint {step}")
         if jax.process_index() == 0:
-          os.replace(os.path.join(str(self.manager.directory), str(step)),
+          os.replace(os.path.join(str(self.manager.directory), str(bad)),
                      os.path.join(str(self.manager.directory), aside))
+      if failed:
         self.manager.reload()
+      return restored.state, restored.meta
+    if failed:
+      raise ValueError(f"no checkpoint in {self.manager.directory} fits this config (model, optimizer and "
+                       f"EMA settings must match the run that wrote them); newest error: {failed[0][1]}. "
+                       f"Use another --workdir, or the config they were written with.")
     return state, None
 
   def close(self):

@@ -41,10 +41,10 @@ def mean_metrics(history: list[dict]) -> dict:
   return {k: float(np.mean([h[k] for h in history])) for k in history[0]}
 
 
-def write_summary(workdir: str, summary: dict) -> str:
-  """Writes `summary.json` in the workdir (process 0) and returns the summary as a table."""
+def write_summary(workdir: str, summary: dict, filename: str) -> str:
+  """Writes `summary` as JSON to `workdir/filename` (process 0) and returns it as a table."""
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, "summary.json"), "w") as f:
+    with open(os.path.join(workdir, filename), "w") as f:
       json.dump(summary, f, indent=2)
   width = max(len(k) for k in summary)
   fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)

@@ -4,6 +4,7 @@ import math
 import os
 import signal
 import time
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -70,8 +71,23 @@ def check_config(config, mesh):
                        f"batch axes (config.mesh data x fsdp) and the {jax.process_count()} processes")
 
 
-def train_and_evaluate(config, workdir: str) -> dict:
-  """Trains `config.model` on `config.data`, evaluating and checkpointing; returns the summary."""
+class Run(NamedTuple):
+  """What training and evaluation share: mesh, data, model, optimizer and the (restored) state."""
+  mesh: Any
+  rules: tuple
+  builder: Any
+  model: Any
+  tx: Any
+  schedule: Any
+  steps: int
+  state: Any
+  shardings: Any
+  checkpoints: checkpoint.Checkpoints
+  meta: dict | None
+
+
+def setup(config, workdir: str) -> Run:
+  """Builds everything from the config and restores the newest readable checkpoint in `workdir`."""
   os.makedirs(workdir, exist_ok=True)
   mesh = mesh_lib.make_mesh(config.mesh)
   check_config(config, mesh)
@@ -80,11 +96,30 @@ def train_and_evaluate(config, workdir: str) -> dict:
   model = build_model(config, builder.info.features["label"].num_classes)
   steps = total_steps(config, pipeline.num_examples(builder, config.data.train_split))
   tx, schedule = optim.make_optimizer(config.optimizer, steps)
-  shape = input_shape(model)[1:]
-  state, shardings = state_lib.create_state(model, tx, shape, config.seed, mesh, rules,
+  state, shardings = state_lib.create_state(model, tx, input_shape(model)[1:], config.seed, mesh, rules,
                                             ema=bool(config.get("ema_decay")))
   ckpts = checkpoint.Checkpoints(workdir, keep=config.get("keep_checkpoints", 3))
   state, meta = ckpts.restore_latest(state, shardings)
+  return Run(mesh, rules, builder, model, tx, schedule, steps, state, shardings, ckpts, meta)
+
+
+def evaluate_checkpoint(config, workdir: str) -> dict:
+  """Eval-only mode: the newest checkpoint in `workdir` on `config.data.eval_split`."""
+  run = setup(config, workdir)
+  run.checkpoints.close()
+  if run.meta is None:
+    raise ValueError(f"--eval_only: {workdir}/checkpoints holds no checkpoint")
+  with jax.set_mesh(run.mesh), nn.logical_axis_rules(run.rules):
+    eval_step = jax.jit(step_lib.make_eval_step(run.model, ema=bool(config.get("ema_decay"))))
+    result = evaluate(eval_step, run.state, run.builder, config, run.mesh)
+  result["step"] = int(jax.device_get(run.state.step))
+  print(report.write_summary(workdir, result, "eval.json"), flush=True)
+  return result
+
+
+def train_and_evaluate(config, workdir: str) -> dict:
+  """Trains `config.model` on `config.data`, evaluating and checkpointing; returns the summary."""
+  mesh, rules, builder, model, tx, schedule, steps, state, shardings, ckpts, meta = setup(config, workdir)
   start = int(jax.device_get(state.step))
   position = meta["examples_seen"] if meta else 0
   if meta:
@@ -116,7 +151,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
         state, metrics = train_step(state, pipeline.to_global(next(batches), batch_sharding))
       position += per_process
       history.append(metrics)
-      if step % config.log_every == 0 or step == steps:
+      stop = preempted.flag  # read once: a signal may land at any moment
+      save_now = step % config.checkpoint_every == 0 or step == steps or stop
+      if step % config.log_every == 0 or save_now:  # a checkpoint is only written after a finite loss
         means = report.mean_metrics(history)
         history = []
         if not np.isfinite(means["loss"]):
@@ -133,9 +170,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
         if jax.process_index() == 0:
           print(f"eval at step {step}: top-1 {last_eval['top1']:.4f} | top-5 {last_eval['top5']:.4f} | "
                 f"loss {last_eval['loss']:.4f} ({last_eval['examples']} examples)", flush=True)
-      if step % config.checkpoint_every == 0 or step == steps or preempted.flag:
+      if save_now:
         save(step)
-      if preempted.flag:
+      if stop:
         print(f"SIGTERM: saved a checkpoint at step {step}; exiting", flush=True)
         break
   finally:
@@ -143,7 +180,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     writer.flush()
     preempted.restore()
 
-  images = jax.ShapeDtypeStruct((1,) + tuple(shape), jnp.float32)
+  images = jax.ShapeDtypeStruct(input_shape(model), jnp.float32)
   summary = {
       "model": config.model.name, "dataset": config.data.name, "steps": int(jax.device_get(state.step)),
       "params_m": count_params(state.params) / 1e6,
@@ -153,5 +190,5 @@ def train_and_evaluate(config, workdir: str) -> dict:
       "final_top5": last_eval["top5"] if last_eval else None,
       "train_seconds": round(time.time() - started, 1), "preempted": preempted.flag,
   }
-  print(report.write_summary(workdir, summary), flush=True)
+  print(report.write_summary(workdir, summary, "summary.json"), flush=True)
   return summary

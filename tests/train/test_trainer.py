@@ -52,6 +52,7 @@ def test_corrupt_latest_checkpoint_falls_back(tiny_config, tmp_path, capsys):
   summary = train_and_evaluate(tiny_config, str(tmp_path))
   out = capsys.readouterr().out
   assert "warning: checkpoint 8 is unreadable" in out and "resuming from step 4" in out
+  assert any(p.startswith("8.unreadable.") for p in os.listdir(tmp_path / "checkpoints"))
   assert summary["steps"] == 10
 
 
@@ -70,3 +71,11 @@ def test_bad_config_names_the_field(tiny_config, tmp_path, field, value, match):
   (tiny_config[section] if section else tiny_config)[key] = value
   with pytest.raises(ValueError, match=match):
     train_and_evaluate(tiny_config, str(tmp_path))
+
+
+def test_checkpoints_of_another_config_are_an_error_not_a_restart(tiny_config, tmp_path):
+  train_and_evaluate(tiny_config, str(tmp_path))
+  tiny_config.optimizer.name = "sgd"
+  with pytest.raises(ValueError, match="fits this config"):
+    train_and_evaluate(tiny_config, str(tmp_path))
+  assert sorted(os.listdir(tmp_path / "checkpoints")) == ["4", "8"]

@@ -1,0 +1,71 @@
+"""`python -m jaxvit.main` in real subprocesses: device counts, preemption, eval-only, NaN."""
+
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def run_main(workdir, data_dir, *flags, devices=8, wait=True):
+  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", PYTHONPATH=ROOT)
+  cmd = [sys.executable, "-m", "jaxvit.main", "--config=configs/default.py:runlocal", f"--workdir={workdir}",
+         f"--config.data.data_dir={data_dir}", "--config.model.overrides.depth=1", *flags]
+  proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  if not wait:
+    return proc
+  out, _ = proc.communicate(timeout=600)
+  return proc.returncode, out
+
+
+def scalars(workdir, tag):
+  import tensorflow as tf
+  values = {}
+  for path in tf.io.gfile.glob(f"{workdir}/events.out.tfevents.*"):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      for value in event.summary.value:
+        if value.tag == tag:
+          values[event.step] = float(tf.make_ndarray(value.tensor))
+  return [values[k] for k in sorted(values)]
+
+
+def test_one_device_and_eight_devices_give_the_same_loss_curve(tmp_path, data_dir):
+  curves = []
+  for devices in (1, 8):
+    code, out = run_main(tmp_path / f"d{devices}", data_dir, "--config.log_every=1", devices=devices)
+    assert code == 0, out
+    curves.append(scalars(tmp_path / f"d{devices}", "train/loss"))
+  assert len(curves[0]) == 6
+  np.testing.assert_allclose(curves[0], curves[1], rtol=2e-5)
+
+
+def test_sigterm_saves_and_exits_cleanly_then_resumes(tmp_path, data_dir):
+  proc = run_main(tmp_path, data_dir, "--config.total_steps=100000", "--config.log_every=1",
+                  "--config.checkpoint_every=100000", wait=False)
+  lines = []
+  for line in proc.stdout:
+    lines.append(line)
+    if line.startswith("step 3/"):
+      proc.send_signal(signal.SIGTERM)
+  assert proc.wait(timeout=120) == 0, "".join(lines)
+  saved = [l for l in lines if l.startswith("SIGTERM: saved a checkpoint at step")]
+  assert saved, "".join(lines)
+  step = int(saved[0].split("step ")[1].split(";")[0])
+  assert str(step) in os.listdir(tmp_path / "checkpoints")
+  code, out = run_main(tmp_path, data_dir, "--eval_only")
+  assert code == 0 and f"step      {step}" in out, out
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, data_dir):
+  code, out = run_main(tmp_path, data_dir, "--config.total_steps=4", "--config.checkpoint_every=2")
+  assert code == 0, out
+  code, out = run_main(tmp_path, data_dir, "--config.total_steps=12", "--config.optimizer.lr=1e30",
+                       "--config.optimizer.warmup_steps=0", "--config.log_every=1")
+  assert code == 1 and "error: loss is nan" in out and "The last good checkpoint" in out, out
+  assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2", "4"]

@@ -1,0 +1,71 @@
+"""Exact arithmetic of the steps with a fake model (scenic's trainer-test idea), the loss, the optimizer."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+
+from jaxvit.train import optim, state as state_lib, step as step_lib
+
+
+class FixedLogits(nn.Module):
+  """Returns the logits stored in the batch's images (first pixel row), whatever the weights."""
+  @nn.compact
+  def __call__(self, images, train=False):
+    self.param("w", nn.initializers.zeros, ())
+    return images[:, 0, 0, :], {}
+
+
+def test_eval_step_counts_top1_top5_and_masks():
+  logits = np.array([[9, 1, 2, 3, 4, 5, 0],   # label 0: top-1 hit
+                     [1, 9, 8, 7, 6, 5, 0],   # label 6: ranked last, miss
+                     [1, 2, 9, 8, 7, 6, 5],   # label 6: 5th, top-5 hit only
+                     [9, 0, 0, 0, 0, 0, 0]],  # padding (mask 0): ignored
+                    np.float32)
+  batch = {"image": jnp.asarray(logits)[:, None, None, :], "label": jnp.array([0, 6, 6, 0]),
+           "mask": jnp.array([1.0, 1.0, 1.0, 0.0])}
+  state = state_lib.TrainState(step=0, params={"w": 0.0}, opt_state=None, mutable={}, ema_params=None, rng=None)
+  out = jax.device_get(step_lib.make_eval_step(FixedLogits())(state, batch))
+  log_p = jax.nn.log_softmax(logits[:3])
+  assert (out["top1"], out["top5"], out["count"]) == (1.0, 2.0, 3.0)
+  np.testing.assert_allclose(out["loss"], -(log_p[0, 0] + log_p[1, 6] + log_p[2, 6]), rtol=1e-6)
+
+
+def test_label_smoothing_loss_by_hand():
+  logits = jnp.array([[2.0, 0.0, -1.0]])
+  loss, metrics = step_lib.classification_loss(0.3)(logits, {}, {"label": jnp.array([0])})
+  target = np.array([0.7 + 0.1, 0.1, 0.1])
+  np.testing.assert_allclose(loss, -(target * jax.nn.log_softmax(logits)[0]).sum(), rtol=1e-6)
+  assert metrics["accuracy"] == 1.0
+
+
+def test_no_weight_decay_on_norms_biases_embeddings_tokens():
+  params = {"encoder": {"blocks_0": {"attn": {"qkv": {"kernel": 1, "bias": 1}},
+                                      "norm1": {"scale": 1, "bias": 1}, "ls1": {"gamma": 1}}},
+            "pos_embed": 1, "tokens": {"cls_token": 1}, "head": {"kernel": 1}}
+  mask = optim.decay_mask(params)
+  assert mask["encoder"]["blocks_0"]["attn"]["qkv"] == {"kernel": True, "bias": False}
+  assert mask["encoder"]["blocks_0"]["norm1"] == {"scale": False, "bias": False}
+  assert not mask["pos_embed"] and not mask["tokens"]["cls_token"] and mask["head"]["kernel"]
+
+
+@pytest.mark.parametrize("kind", ["cosine", "linear", "step", "constant"])
+def test_schedules_warm_up_then_decay(kind):
+  cfg = ml_collections.ConfigDict(dict(lr=1.0, min_lr=0.0, warmup_steps=10, schedule=kind))
+  lr = optim.schedule(cfg, 110)
+  assert float(lr(0)) == 0.0 and float(lr(5)) == pytest.approx(0.5) and float(lr(10)) == pytest.approx(1.0)
+  assert float(lr(109)) <= 1.0 if kind == "constant" else float(lr(109)) < 0.2
+
+
+def test_grad_accumulation_averages_k_steps():
+  cfg = ml_collections.ConfigDict(dict(name="sgd", lr=1.0, momentum=0.0, weight_decay=0.0, grad_accum=2))
+  tx, _ = optim.make_optimizer(cfg, 10)
+  params = {"w": jnp.zeros(())}
+  opt = tx.init(params)
+  for g in (1.0, 3.0):
+    updates, opt = tx.update({"w": jnp.asarray(g)}, opt, params)
+    params = optax.apply_updates(params, updates)
+  assert float(params["w"]) == -2.0  # one SGD step with the mean gradient (1 + 3) / 2
