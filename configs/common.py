@@ -31,6 +31,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.total_epochs = 0.0
   c.optimizer = ml_collections.ConfigDict(dict(name="adamw", lr=1e-3, min_lr=0.0, weight_decay=0.05,
                                                schedule="cosine", warmup_steps=0, clip_norm=0.0, grad_accum=1))
+  c.init_from = placeholder(str)  # a `python -m jaxvit.convert` output or a training workdir
   c.label_smoothing = 0.0
   c.ema_decay = 0.0
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, model=1))

@@ -14,7 +14,7 @@ import numpy as np
 from jaxvit.bench.flops import count_macs
 from jaxvit.data import pipeline
 from jaxvit.registry import create_model
-from jaxvit.train import checkpoint, mesh as mesh_lib, optim, report, state as state_lib, step as step_lib
+from jaxvit.train import checkpoint, init_from, mesh as mesh_lib, optim, report, state as state_lib, step as step_lib
 from jaxvit.utils import count_params, input_shape
 
 
@@ -100,7 +100,19 @@ def setup(config, workdir: str) -> Run:
                                             ema=bool(config.get("ema_decay")))
   ckpts = checkpoint.Checkpoints(workdir, keep=config.get("keep_checkpoints", 3))
   state, meta = ckpts.restore_latest(state, shardings)
+  if meta is None and config.get("init_from"):
+    state = start_from(state, shardings, model, config.init_from)
   return Run(mesh, rules, builder, model, tx, schedule, steps, state, shardings, ckpts, meta)
+
+
+def start_from(state, shardings, model, path: str):
+  """The fresh state with params (and EMA params) taken from `config.init_from`."""
+  target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state.params)
+  params, notes = init_from.adapt(init_from.load_params(path), target, model)
+  for note in notes:
+    print(f"init_from: {note}")
+  params = jax.device_put(params, shardings.params)
+  return state.replace(params=params, ema_params=params if state.ema_params is not None else None)
 
 
 def evaluate_checkpoint(config, workdir: str) -> dict:
