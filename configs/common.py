@@ -24,15 +24,17 @@ def base_config() -> ml_collections.ConfigDict:
   c.data = ml_collections.ConfigDict(dict(name="digits", data_dir=placeholder(str), train_split="train",
                                           eval_split="test",
                                           pp_train="decode|flip_lr|normalize", pp_eval="decode|normalize",
-                                          shuffle_buffer=50_000))
+                                          shuffle_buffer=50_000, repeated_aug=1))
   c.batch_size = 128
   c.eval_batch_size = 256
   c.total_steps = 0  # or total_epochs
   c.total_epochs = 0.0
   c.optimizer = ml_collections.ConfigDict(dict(name="adamw", lr=1e-3, min_lr=0.0, weight_decay=0.05,
-                                               schedule="cosine", warmup_steps=0, clip_norm=0.0, grad_accum=1))
+                                               schedule="cosine", warmup_steps=0, warmup_init_lr=0.0, clip_norm=0.0,
+                                               grad_accum=1))
   c.init_from = placeholder(str)  # a `python -m jaxvit.convert` output or a training workdir
   c.label_smoothing = 0.0
+  c.mixup = ml_collections.ConfigDict(dict(prob=0.0, mixup_alpha=0.8, cutmix_alpha=1.0, switch_prob=0.5))
   c.ema_decay = 0.0
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, model=1))
   c.sharding_rules = ()  # () = jaxvit.train.mesh.DEFAULT_RULES
@@ -40,6 +42,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval_every = 500
   c.checkpoint_every = 500
   c.keep_checkpoints = 3
+  c.async_checkpoints = True
   return c
 
 

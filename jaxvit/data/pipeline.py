@@ -47,12 +47,17 @@ def get_builder(name: str, data_dir: str | None = None):
 
 
 def num_examples(builder, split: str) -> int:
-  return builder.info.splits[split].num_examples
+  """Examples in `split` from the dataset's metadata; counted by reading when it has none (mock data)."""
+  if builder.info.splits:
+    return builder.info.splits[split].num_examples
+  ds = builder.as_dataset(split=split)
+  count = int(ds.cardinality())
+  return count if count >= 0 else int(ds.reduce(0, lambda n, _: n + 1))
 
 
 def host_split(builder, split: str, process_index: int, process_count: int, drop_remainder: bool) -> str:
   """This process's slice of `split` (tfds.even_splits), checked to exist."""
-  if split not in builder.info.splits:
+  if builder.info.splits and split not in builder.info.splits:
     raise ValueError(f"split {split!r} is not in {builder.name}; accepted: {sorted(builder.info.splits)}")
   return tfds.even_splits(split, process_count, drop_remainder=drop_remainder)[process_index]
 
@@ -63,16 +68,27 @@ def _decode(builder, split):
 
 
 def train_dataset(builder, split: str, pp: str, *, batch_size: int, seed: int, start: int = 0,
-                  shuffle_buffer: int = 50_000, process_index: int = 0, process_count: int = 1):
-  """Infinite batches `{"image", "label"}` of this process, from example position `start` on."""
+                  shuffle_buffer: int = 50_000, repeated_aug: int = 1, process_index: int = 0,
+                  process_count: int = 1):
+  """Infinite batches `{"image", "label"}` of this process, from example position `start` on.
+
+  `repeated_aug = k` (Hoffer et al. 2020; DeiT's RASampler uses 3) shows each drawn image k times in a
+  row, each with its own augmentation, keeping the epoch at n examples. Unlike DeiT's sampler, the
+  repeats stay on this process.
+  """
   host = host_split(builder, split, process_index, process_count, drop_remainder=True)
   n = num_examples(builder, host)
   if n < batch_size:
     raise ValueError(f"{builder.name}:{host} has {n} examples, fewer than the per-process batch {batch_size}")
   records = _decode(builder, host)
   epochs = tf.data.Dataset.range(start // n, 2 ** 62)
-  ds = epochs.flat_map(lambda e: records.shuffle(min(n, shuffle_buffer), seed=seed * 1_000_003 + e,
-                                                 reshuffle_each_iteration=False))
+  def epoch(e):
+    ds = records.shuffle(min(n, shuffle_buffer), seed=seed * 1_000_003 + e, reshuffle_each_iteration=False)
+    if repeated_aug > 1:
+      ds = ds.flat_map(lambda f: tf.data.Dataset.from_tensors(f).repeat(repeated_aug)).take(n)
+    return ds
+
+  ds = epochs.flat_map(epoch)
   ds = ds.skip(start % n)
   positions = tf.data.Dataset.range(start, 2 ** 62)
   apply = preprocess.parse(pp)

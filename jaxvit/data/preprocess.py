@@ -125,3 +125,41 @@ def parse(spec: str):
     return features
 
   return apply
+
+
+@register
+def randaugment(num_layers: int = 2, magnitude: float = 9.0, magnitude_std: float = 0.5, prob: float = 0.5):
+  """RandAugment as timm's `rand-m{magnitude}-mstd{magnitude_std}-inc1` (jaxvit/data/randaugment.py)."""
+  from jaxvit.data.randaugment import rand_augment
+
+  def op(features, seed):
+    return {**features, "image": rand_augment(features["image"], seed, num_layers, magnitude, magnitude_std, prob)}
+  return op
+
+
+@register
+def random_erase(prob: float = 0.25, min_area: float = 0.02, max_area: float = 1 / 3, min_aspect: float = 0.3):
+  """Random Erasing (Zhong et al. 2020, arXiv:1708.04896) as timm's `RandomErasing(mode="pixel")`:
+  with probability `prob`, a box of random area and aspect is filled with N(0, 1) noise. Use after
+  `normalize`."""
+  log_aspect = (math.log(min_aspect), math.log(1 / min_aspect))
+
+  def op(features, seed):
+    image = features["image"]
+    s = [tf.random.experimental.stateless_fold_in(seed, i) for i in range(5)]
+    h, w = tf.shape(image)[0], tf.shape(image)[1]
+    area = tf.random.stateless_uniform([10], s[0], min_area, max_area) * tf.cast(h * w, tf.float32)
+    aspect = tf.exp(tf.random.stateless_uniform([10], s[1], *log_aspect))
+    eh = tf.cast(tf.round(tf.sqrt(area * aspect)), tf.int32)
+    ew = tf.cast(tf.round(tf.sqrt(area / aspect)), tf.int32)
+    fits = (eh < h) & (ew < w)
+    first = tf.argmax(tf.cast(fits, tf.int32))
+    eh, ew = eh[first], ew[first]
+    top = tf.random.stateless_uniform([], s[2], 0, tf.maximum(h - eh, 1), dtype=tf.int32)
+    left = tf.random.stateless_uniform([], s[3], 0, tf.maximum(w - ew, 1), dtype=tf.int32)
+    rows, cols = tf.range(h)[:, None], tf.range(w)[None, :]
+    box = (rows >= top) & (rows < top + eh) & (cols >= left) & (cols < left + ew)
+    erase = tf.reduce_any(fits) & (tf.random.stateless_uniform([], s[4]) < prob)
+    noise = tf.random.stateless_normal(tf.shape(image), tf.random.experimental.stateless_fold_in(seed, 9))
+    return {**features, "image": tf.where(erase & box[:, :, None], noise, image)}
+  return op

@@ -9,10 +9,10 @@ import orbax.checkpoint as ocp
 
 
 class Checkpoints:
-  """`workdir/checkpoints/<step>/{state, meta}`: keeps the newest `keep`, saves asynchronously."""
+  """`workdir/checkpoints/<step>/{state, meta}`: keeps the newest `keep`, saves in the background."""
 
-  def __init__(self, workdir: str, keep: int = 3):
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=True)
+  def __init__(self, workdir: str, keep: int = 3, asynchronous: bool = True):
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=asynchronous)
     self.manager = ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"), options=options,
                                          item_names=("state", "meta"))
 

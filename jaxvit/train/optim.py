@@ -11,7 +11,7 @@ NO_DECAY = ("bias", "scale", "pos_embed", "cls_token", "dist_token", "reg_token"
 
 
 def schedule(cfg, total_steps: int):
-  """Linear warm-up to `cfg.lr`, then `cosine` / `linear` decay to `cfg.min_lr`, `step` decay or `constant`."""
+  """Linear warm-up from `cfg.warmup_init_lr` to `cfg.lr`, then `cosine` / `linear` decay to `cfg.min_lr`, `step` decay or `constant`."""
   kind, warmup = cfg.get("schedule", "cosine"), int(cfg.get("warmup_steps", 0))
   lr, min_lr = float(cfg.lr), float(cfg.get("min_lr", 0.0))
   decay_steps = max(total_steps - warmup, 1)
@@ -28,7 +28,8 @@ def schedule(cfg, total_steps: int):
     raise ValueError(f"config.optimizer.schedule={kind!r}; accepted: {SCHEDULES}")
   if not warmup:
     return decay
-  return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), decay], [warmup])
+  warmup_from = float(cfg.get("warmup_init_lr", 0.0))
+  return optax.join_schedules([optax.linear_schedule(warmup_from, lr, warmup), decay], [warmup])
 
 
 def decay_mask(params):

@@ -24,10 +24,16 @@ def classification_loss(label_smoothing: float = 0.0) -> Callable:
   return loss_fn
 
 
-def make_train_step(model, tx, loss_fn: Callable, schedule: Callable, ema_decay: float | None = None):
-  """`step(state, batch) -> (state, metrics)`; rngs are the state's key folded with the step."""
+def make_train_step(model, tx, loss_fn: Callable, schedule: Callable, ema_decay: float | None = None,
+                    batch_transform: Callable | None = None):
+  """`step(state, batch) -> (state, metrics)`; rngs are the state's key folded with the step.
+
+  `batch_transform(rng, batch) -> batch` runs first (Mixup / CutMix).
+  """
   def step(state, batch):
     rng = jax.random.fold_in(state.rng, state.step)
+    if batch_transform is not None:
+      batch = batch_transform(jax.random.fold_in(rng, 99), batch)
     rngs = {name: jax.random.fold_in(rng, i) for i, name in enumerate(("dropout", "drop_path", "gumbel"))}
     mutable = list(state.mutable)
 

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxvit.bench.flops import count_macs
-from jaxvit.data import pipeline
+from jaxvit.data import mixup, pipeline
 from jaxvit.registry import create_model
 from jaxvit.train import checkpoint, init_from, mesh as mesh_lib, optim, report, state as state_lib, step as step_lib
 from jaxvit.utils import count_params, input_shape
@@ -98,7 +98,8 @@ def setup(config, workdir: str) -> Run:
   tx, schedule = optim.make_optimizer(config.optimizer, steps)
   state, shardings = state_lib.create_state(model, tx, input_shape(model)[1:], config.seed, mesh, rules,
                                             ema=bool(config.get("ema_decay")))
-  ckpts = checkpoint.Checkpoints(workdir, keep=config.get("keep_checkpoints", 3))
+  ckpts = checkpoint.Checkpoints(workdir, keep=config.get("keep_checkpoints", 3),
+                                 asynchronous=config.get("async_checkpoints", True))
   state, meta = ckpts.restore_latest(state, shardings)
   if meta is None and config.get("init_from"):
     state = start_from(state, shardings, model, config.init_from)
@@ -140,11 +141,17 @@ def train_and_evaluate(config, workdir: str) -> dict:
   per_process = config.batch_size // jax.process_count()
   train_ds = pipeline.train_dataset(builder, config.data.train_split, config.data.pp_train, batch_size=per_process,
                                     seed=config.seed, start=position, shuffle_buffer=config.data.get("shuffle_buffer", 50_000),
+                                    repeated_aug=config.data.get("repeated_aug", 1),
                                     process_index=jax.process_index(), process_count=jax.process_count())
   loss_fn = step_lib.classification_loss(config.get("label_smoothing", 0.0))
+  transform = None
+  if config.get("mixup") and config.mixup.get("prob", 0.0) > 0:
+    num_classes, mix = model.num_classes, dict(config.mixup)
+    transform = lambda rng, b: dict(b, **dict(zip(("image", "label"), mixup.mixup_cutmix(
+        rng, b["image"], b["label"], num_classes, **mix))))
   batch_sharding = mesh_lib.batch_sharding(mesh)
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    train_step = jax.jit(step_lib.make_train_step(model, tx, loss_fn, schedule, config.get("ema_decay")),
+    train_step = jax.jit(step_lib.make_train_step(model, tx, loss_fn, schedule, config.get("ema_decay"), transform),
                          in_shardings=(shardings, batch_sharding), out_shardings=(shardings, None), donate_argnums=0)
     eval_step = jax.jit(step_lib.make_eval_step(model, ema=bool(config.get("ema_decay"))))
 
