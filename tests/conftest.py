@@ -5,10 +5,22 @@ import os
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
 
 import importlib.util  # noqa: E402
+import sys  # noqa: E402
 
 import pytest  # noqa: E402
 
 HAS_TIMM = importlib.util.find_spec("timm") is not None
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)  # `configs` imports as it does for `python -m jaxvit.main` run from the repository
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory):
+  """One prepared copy of `digits` for the whole session."""
+  path = str(tmp_path_factory.mktemp("tfds"))
+  from jaxvit.data import pipeline
+  pipeline.get_builder("digits", path)
+  return path
 
 
 def pytest_configure(config):

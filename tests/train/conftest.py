@@ -1,19 +1,4 @@
-import os
-import sys
-
 import pytest
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, ROOT)  # `configs` is importable as in `python -m jaxvit.main` from the repository
-
-
-@pytest.fixture(scope="session")
-def data_dir(tmp_path_factory):
-  """One prepared copy of `digits` for the whole session."""
-  path = str(tmp_path_factory.mktemp("tfds"))
-  from jaxvit.data import pipeline
-  pipeline.get_builder("digits", path)
-  return path
 
 
 @pytest.fixture
