@@ -24,7 +24,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.data = ml_collections.ConfigDict(dict(name="digits", data_dir=placeholder(str), train_split="train",
                                           eval_split="test",
                                           pp_train="decode|flip_lr|normalize", pp_eval="decode|normalize",
-                                          shuffle_buffer=50_000, repeated_aug=1))
+                                          shuffle_buffer=50_000, repeated_aug=1,
+                                          num_shards=0))  # 0: one data shard per process
   c.batch_size = 128
   c.eval_batch_size = 256
   c.total_steps = 0  # or total_epochs

@@ -1,8 +1,8 @@
-"""tf.data input pipelines: each process reads its own slice of a TFDS split.
+"""tf.data input pipelines: each process reads its own slices (shards) of a TFDS split.
 
-Training streams are a pure function of (seed, example position): epoch `e` is the process's
-slice shuffled with seed `(seed, e)`, and every example's augmentation draws from the stateless
-seed `(seed, position)`. Resuming at position `k` starts at epoch `k // n` and skips `k % n`
+Training streams are a pure function of (seed, example position): epoch `e` of a shard is the
+shard shuffled with seed `(seed, e)`, and every example's augmentation draws from a stateless seed
+of (seed, position, shard). Resuming at position `k` starts at epoch `k // n` and skips `k % n`
 records before decoding, so a resumed run sees exactly the batches an uninterrupted one would.
 Evaluation covers every example exactly once: the last batch is padded and `mask` marks real ones.
 """
@@ -18,11 +18,11 @@ from jaxvit.data import preprocess
 FOLDER_PREFIX = "folder:"
 
 
-def get_builder(name: str, data_dir: str | None = None):
+def get_builder(name: str, data_dir: str | None = None, prepare: bool = True):
   """The TFDS builder for `name`: a registered TFDS dataset, `digits`, or `folder:/path/to/images`.
 
-  A folder holds `<split>/<class>/<image>` files (tfds' ImageFolder). Prepares the dataset if it
-  can be prepared offline; otherwise one error names `config.data` fields to fix.
+  A folder holds `<split>/<class>/<image>` files (tfds' ImageFolder). With `prepare`, prepares the
+  dataset if it can be prepared offline; otherwise one error names `config.data` fields to fix.
   """
   if name.startswith(FOLDER_PREFIX):
     root = name[len(FOLDER_PREFIX):]
@@ -36,7 +36,7 @@ def get_builder(name: str, data_dir: str | None = None):
   except tfds.core.registered.DatasetNotFoundError:
     raise ValueError(f"config.data.name={name!r} is not a TFDS dataset; accepted: 'digits', "
                      f"'{FOLDER_PREFIX}/path', or a name from tfds.list_builders()") from None
-  if not builder.is_prepared():
+  if not builder.is_prepared() and prepare:
     try:
       builder.download_and_prepare()
     except Exception as err:  # noqa: BLE001  (tfds raises many kinds; all mean "not available here")
@@ -67,35 +67,53 @@ def _decode(builder, split):
   return ds.map(lambda f: {"image": f["image"], "label": f["label"]})
 
 
-def train_dataset(builder, split: str, pp: str, *, batch_size: int, seed: int, start: int = 0,
-                  shuffle_buffer: int = 50_000, repeated_aug: int = 1, process_index: int = 0,
-                  process_count: int = 1):
-  """Infinite batches `{"image", "label"}` of this process, from example position `start` on.
-
-  `repeated_aug = k` (Hoffer et al. 2020; DeiT's RASampler uses 3) shows each drawn image k times in a
-  row, each with its own augmentation, keeping the epoch at n examples. Unlike DeiT's sampler, the
-  repeats stay on this process.
-  """
-  host = host_split(builder, split, process_index, process_count, drop_remainder=True)
+def _shard_stream(builder, split, pp, *, shard, num_shards, batch_size, seed, start, shuffle_buffer,
+                  repeated_aug):
+  """Batches of one data shard (a `tfds.even_splits` slice), from shard position `start` on."""
+  host = host_split(builder, split, shard, num_shards, drop_remainder=True)
   n = num_examples(builder, host)
   if n < batch_size:
-    raise ValueError(f"{builder.name}:{host} has {n} examples, fewer than the per-process batch {batch_size}")
+    raise ValueError(f"{builder.name}:{host} has {n} examples, fewer than its per-shard batch {batch_size}")
   records = _decode(builder, host)
-  epochs = tf.data.Dataset.range(start // n, 2 ** 62)
+
   def epoch(e):
     ds = records.shuffle(min(n, shuffle_buffer), seed=seed * 1_000_003 + e, reshuffle_each_iteration=False)
     if repeated_aug > 1:
       ds = ds.flat_map(lambda f: tf.data.Dataset.from_tensors(f).repeat(repeated_aug)).take(n)
     return ds
 
-  ds = epochs.flat_map(epoch)
-  ds = ds.skip(start % n)
+  ds = tf.data.Dataset.range(start // n, 2 ** 62).flat_map(epoch).skip(start % n)
   positions = tf.data.Dataset.range(start, 2 ** 62)
   apply = preprocess.parse(pp)
   ds = tf.data.Dataset.zip(ds, positions).map(
-      lambda f, p: apply(f, tf.stack([tf.constant(seed, tf.int64), p])), num_parallel_calls=tf.data.AUTOTUNE,
-      deterministic=True)
-  return ds.batch(batch_size, drop_remainder=True).prefetch(2)
+      lambda f, p: apply(f, tf.stack([tf.constant(seed, tf.int64), p * num_shards + shard])),
+      num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  return ds.batch(batch_size, drop_remainder=True)
+
+
+def train_dataset(builder, split: str, pp: str, *, batch_size: int, seed: int, start: int = 0,
+                  shuffle_buffer: int = 50_000, repeated_aug: int = 1, num_shards: int | None = None,
+                  process_index: int = 0, process_count: int = 1):
+  """Infinite batches `{"image", "label"}` of this process, from its example position `start` on.
+
+  The split is cut into `num_shards` (default: one per process) and each process reads only its own
+  shards, so the global batches depend on `num_shards` alone: a 2-process run and a 1-process run
+  with `num_shards=2` see the same data. `repeated_aug = k` (Hoffer et al. 2020; DeiT's RASampler
+  uses 3) shows each drawn image k times in a row, each with its own augmentation, keeping the epoch
+  at n examples; unlike DeiT's sampler, the repeats stay in one shard.
+  """
+  num_shards = num_shards or process_count
+  if num_shards % process_count or batch_size % (num_shards // process_count):
+    raise ValueError(f"config.data.num_shards={num_shards} must be a multiple of the {process_count} processes "
+                     f"and split the per-process batch {batch_size} evenly")
+  per_process = num_shards // process_count
+  shards = [_shard_stream(builder, split, pp, shard=process_index * per_process + i, num_shards=num_shards,
+                          batch_size=batch_size // per_process, seed=seed, start=start // per_process,
+                          shuffle_buffer=shuffle_buffer, repeated_aug=repeated_aug) for i in range(per_process)]
+  if per_process == 1:
+    return shards[0].prefetch(2)
+  merge = lambda *parts: {k: tf.concat([p[k] for p in parts], axis=0) for k in parts[0]}
+  return tf.data.Dataset.zip(tuple(shards)).map(merge).prefetch(2)
 
 
 def eval_dataset(builder, split: str, pp: str, *, batch_size: int, process_index: int = 0, process_count: int = 1):

@@ -14,7 +14,7 @@ import numpy as np
 from jaxvit.bench.flops import count_macs
 from jaxvit.data import mixup, pipeline
 from jaxvit.registry import create_model
-from jaxvit.train import checkpoint, init_from, mesh as mesh_lib, optim, report, state as state_lib, step as step_lib
+from jaxvit.train import checkpoint, distributed, init_from, mesh as mesh_lib, optim, report, state as state_lib, step as step_lib
 from jaxvit.utils import count_params, input_shape
 
 
@@ -92,7 +92,7 @@ def setup(config, workdir: str) -> Run:
   mesh = mesh_lib.make_mesh(config.mesh)
   check_config(config, mesh)
   rules = tuple(tuple(r) for r in config.get("sharding_rules") or mesh_lib.DEFAULT_RULES)
-  builder = pipeline.get_builder(config.data.name, config.data.get("data_dir"))
+  builder = prepared_builder(config.data)
   model = build_model(config, builder.info.features["label"].num_classes)
   steps = total_steps(config, pipeline.num_examples(builder, config.data.train_split))
   tx, schedule = optim.make_optimizer(config.optimizer, steps)
@@ -104,6 +104,16 @@ def setup(config, workdir: str) -> Run:
   if meta is None and config.get("init_from"):
     state = start_from(state, shardings, model, config.init_from)
   return Run(mesh, rules, builder, model, tx, schedule, steps, state, shardings, ckpts, meta)
+
+
+def prepared_builder(data):
+  """The dataset's builder; process 0 prepares it (e.g. `digits`) while the others wait."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    if jax.process_index() == 0:
+      pipeline.get_builder(data.name, data.get("data_dir"))
+    multihost_utils.sync_global_devices("jaxvit: dataset prepared")
+  return pipeline.get_builder(data.name, data.get("data_dir"))
 
 
 def start_from(state, shardings, model, path: str):
@@ -142,6 +152,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   train_ds = pipeline.train_dataset(builder, config.data.train_split, config.data.pp_train, batch_size=per_process,
                                     seed=config.seed, start=position, shuffle_buffer=config.data.get("shuffle_buffer", 50_000),
                                     repeated_aug=config.data.get("repeated_aug", 1),
+                                    num_shards=config.data.get("num_shards") or None,
                                     process_index=jax.process_index(), process_count=jax.process_count())
   loss_fn = step_lib.classification_loss(config.get("label_smoothing", 0.0))
   transform = None
@@ -170,7 +181,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         state, metrics = train_step(state, pipeline.to_global(next(batches), batch_sharding))
       position += per_process
       history.append(metrics)
-      stop = preempted.flag  # read once: a signal may land at any moment
+      stop = distributed.any_process(preempted.flag)  # read once (a signal may land any time), agreed by all
       save_now = step % config.checkpoint_every == 0 or step == steps or stop
       if step % config.log_every == 0 or save_now:  # a checkpoint is only written after a finite loss
         means = report.mean_metrics(history)

@@ -6,14 +6,15 @@ resolution, GAP, registers, another class count, scan layout); `-m parity_all` c
 """
 
 import dataclasses
+import importlib.util
 
 import jax
 import numpy as np
 import pytest
 
 import jaxvit
-from conftest import HAS_TIMM
 
+HAS_TIMM = importlib.util.find_spec("timm") is not None
 SIZE_FIELDS = {"embed_dim", "depth", "num_heads", "mlp_ratio", "num_classes"}
 TIMM_MODELS = [n for n in jaxvit.list_models() if HAS_TIMM and __import__("timm").is_model(n)]
 

@@ -59,3 +59,14 @@ def test_unknown_split_and_dataset(data_dir):
   # ImageNet needs a manual download: the error says where to put it (no network is tried)
   with pytest.raises(ValueError, match="config.data.name='imagenet2012' is not prepared in config.data.data_dir"):
     pipeline.get_builder("imagenet2012", data_dir)
+
+
+def test_two_processes_read_what_one_process_with_two_shards_reads(data_dir):
+  builder = pipeline.get_builder("digits", data_dir)
+  kw = dict(batch_size=32, seed=1, num_shards=2, start=64)
+  single = take(pipeline.train_dataset(builder, "train", PP, **kw), 3)
+  halves = [take(pipeline.train_dataset(builder, "train", PP, **dict(kw, batch_size=16, start=32), process_index=i,
+                                        process_count=2), 3) for i in range(2)]
+  for step in range(3):
+    np.testing.assert_array_equal(single[step]["image"],
+                                  np.concatenate([halves[0][step]["image"], halves[1][step]["image"]]))

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import ROOT
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 pytestmark = pytest.mark.slow
 
@@ -69,3 +69,20 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, data_dir):
                        "--config.optimizer.warmup_steps=0", "--config.log_every=1")
   assert code == 1 and "error: loss is nan" in out and "The last good checkpoint" in out, out
   assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2", "4"]
+
+
+def test_two_processes_match_one_process(tmp_path, data_dir):
+  flags = ["--config=configs/default.py:runlocal", f"--config.data.data_dir={data_dir}",
+           "--config.model.overrides.depth=1", "--config.data.num_shards=2", "--config.log_every=1"]
+  code, out = run_main(tmp_path / "one", data_dir, "--config.data.num_shards=2", "--config.log_every=1")
+  assert code == 0, out
+  env = dict(os.environ, PYTHONPATH=ROOT)
+  env.pop("XLA_FLAGS", None)
+  two = subprocess.run(["bash", "launch/local.sh", "2", "4", f"--workdir={tmp_path / 'two'}", *flags], cwd=ROOT,
+                       env=env, capture_output=True, text=True, timeout=600)
+  assert two.returncode == 0, two.stdout + two.stderr + open(tmp_path / "two" / "process_1.log").read()
+  one_curve, two_curve = scalars(tmp_path / "one", "train/loss"), scalars(tmp_path / "two", "train/loss")
+  assert len(one_curve) == 6
+  np.testing.assert_allclose(one_curve, two_curve, rtol=2e-5)
+  np.testing.assert_allclose(scalars(tmp_path / "one", "eval/loss"), scalars(tmp_path / "two", "eval/loss"),
+                             rtol=2e-5)
