@@ -22,16 +22,21 @@ def main(argv=None):
   p.add_argument("--peak-gflops", type=float, help="the machine's float32 peak (default: nominal from /proc/cpuinfo)")
   p.add_argument("--json", help="also write the rows to this file")
   p.add_argument("--devices", type=int, help="CPU devices to split the batch over (default: one per core)")
+  p.add_argument("--train", action="store_true", help="time the train step (forward + backward + AdamW) instead")
   args = p.parse_args(argv)
   use_all_cores(args.devices)  # before JAX starts; a no-op on GPU / TPU hosts
-  from jaxvit.bench.run import benchmark, format_table
+  from jaxvit.bench.run import TRAIN_COLUMNS, benchmark, benchmark_train, format_table
+  log = lambda msg: print(msg, file=sys.stderr, flush=True)
   try:
-    rows = benchmark(args.models.split(","), batch=args.batch, img_size=args.img_size, dtype=args.dtype,
-                     compare=args.compare, runs=args.runs, peak_gflops=args.peak_gflops,
-                     log=lambda msg: print(msg, file=sys.stderr, flush=True))
+    if args.train:
+      rows = benchmark_train(args.models.split(","), batch=args.batch, img_size=args.img_size, dtype=args.dtype,
+                             compare=args.compare, runs=args.runs, log=log)
+    else:
+      rows = benchmark(args.models.split(","), batch=args.batch, img_size=args.img_size, dtype=args.dtype,
+                       compare=args.compare, runs=args.runs, peak_gflops=args.peak_gflops, log=log)
   except ValueError as err:
     sys.exit(f"error: {err}")
-  print(format_table(rows))
+  print(format_table(rows, TRAIN_COLUMNS) if args.train else format_table(rows))
   if args.json:
     with open(args.json, "w") as f:
       json.dump(rows, f, indent=2)

@@ -81,9 +81,41 @@ def benchmark(patterns, *, batch=32, img_size=None, dtype="float32", compare=Non
   return rows
 
 
-def format_table(rows) -> str:
+TRAIN_COLUMNS = (("model", "model", "{}"), ("img_size", "res", "{}"), ("batch", "batch", "{}"),
+                 ("devices", "devices", "{}"), ("steps_per_s", "steps/s", "{:.2f}"),
+                 ("images_per_s", "img/s", "{:.1f}"), ("mfu_matmul", "MFU/matmul", "{:.0%}"),
+                 ("timm_steps_per_s", "timm steps/s", "{:.2f}"), ("vs_timm", "jaxvit/timm", "{:.2f}x"))
+
+
+def benchmark_train(patterns, *, batch=16, img_size=None, dtype="float32", compare=None, runs=5, matmul_n=4096,
+                    log=print) -> list[dict]:
+  """Training steps/s (forward + backward + AdamW) per model, optionally against timm."""
+  from jaxvit.bench import train
+  names = expand(patterns)
+  for name in names:
+    create_model(name, **({} if img_size is None else dict(img_size=img_size)))  # fail fast on bad input
+  if batch % jax.local_device_count():
+    raise ValueError(f"--batch={batch} must be a multiple of the {jax.local_device_count()} local devices")
+  matmul = measure.matmul_peak(matmul_n)
+  rows = []
+  for i, name in enumerate(names):
+    log(f"[{i + 1}/{len(names)}] {name}: compiling and timing the train step (batch {batch})")
+    steps, macs = train.jaxvit_steps_per_second(name, batch, img_size, runs, dtype)
+    size = img_size or create_model(name).img_size
+    row = dict(model=name, img_size=size, batch=batch, devices=jax.local_device_count(), dtype=dtype,
+               steps_per_s=steps, images_per_s=steps * batch,
+               mfu_matmul=3 * 2 * macs * steps * batch / matmul)  # backward ~ 2x forward
+    if compare == "timm":
+      log("    timm (PyTorch, float32, torch.optim.AdamW) on the same shapes")
+      row["timm_steps_per_s"] = train.timm_steps_per_second(name, batch, size, runs)
+      row["vs_timm"] = steps / row["timm_steps_per_s"]
+    rows.append(row)
+  return rows
+
+
+def format_table(rows, columns=COLUMNS) -> str:
   """A markdown table of the rows' measured columns."""
-  cols = [c for c in COLUMNS if any(c[0] in r for r in rows)]
+  cols = [c for c in columns if any(c[0] in r for r in rows)]
   lines = ["| " + " | ".join(c[1] for c in cols) + " |", "|" + "---|" * len(cols)]
   for r in rows:
     lines.append("| " + " | ".join(c[2].format(r[c[0]]) if c[0] in r else "" for c in cols) + " |")

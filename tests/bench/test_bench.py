@@ -55,3 +55,22 @@ def test_bad_arguments_are_clear():
     benchmark(["deit_tiny"], log=lambda _: None)
   with pytest.raises(ValueError, match="--batch=6 must be a multiple of the 8 local devices"):
     benchmark(["deit_tiny_patch16_224"], batch=6, log=lambda _: None)
+
+
+def test_benchmark_train_rows():
+  from jaxvit.bench.run import TRAIN_COLUMNS, benchmark_train
+  rows = benchmark_train(["deit_tiny_patch16_224"], batch=8, img_size=32, runs=1, matmul_n=256, log=lambda _: None)
+  row = rows[0]
+  assert row["steps_per_s"] > 0 and row["images_per_s"] == row["steps_per_s"] * 8 and row["mfu_matmul"] > 0
+  assert "| deit_tiny_patch16_224 | 32 | 8 | 8 |" in format_table(rows, TRAIN_COLUMNS)
+
+
+@pytest.mark.parity
+def test_benchmark_compares_with_timm():
+  from jaxvit.bench.run import benchmark_train
+  rows = benchmark_train(["deit_tiny_patch16_224"], batch=8, img_size=32, runs=1, matmul_n=256, compare="timm",
+                         log=lambda _: None)
+  assert rows[0]["timm_steps_per_s"] > 0 and rows[0]["vs_timm"] == rows[0]["steps_per_s"] / rows[0]["timm_steps_per_s"]
+  rows = benchmark(["deit_tiny_patch16_224"], batch=8, img_size=32, runs=1, matmul_n=256, compare="timm",
+                   log=lambda _: None)
+  assert rows[0]["timm_images_per_s"] > 0 and "jaxvit/timm" in format_table(rows)
