@@ -2,6 +2,7 @@
 
 import flax
 import jax
+import numpy as np
 import optax
 
 OPTIMIZERS = ("adamw", "sgd", "lamb")
@@ -38,10 +39,11 @@ def decay_mask(params):
   return flax.traverse_util.unflatten_dict({k: k[-1] not in NO_DECAY for k in flat})
 
 
-def make_optimizer(cfg, total_steps: int):
+def make_optimizer(cfg, total_steps: int, depth: int | None = None):
   """`(optax transformation, schedule)` for `cfg.name` in OPTIMIZERS, with clipping and accumulation.
 
   With `grad_accum = k`, gradients of k steps are averaged per update and the schedule counts updates.
+  `layer_decay < 1` scales each ViT layer's updates (fine-tuning; needs the model's `depth`).
   """
   accum = int(cfg.get("grad_accum", 1))
   lr = schedule(cfg, total_steps // accum)
@@ -56,8 +58,45 @@ def make_optimizer(cfg, total_steps: int):
     tx = optax.lamb(lr, b1=cfg.get("b1", 0.9), b2=cfg.get("b2", 0.999), weight_decay=wd, mask=decay_mask)
   else:
     raise ValueError(f"config.optimizer.name={name!r}; accepted: {OPTIMIZERS}")
+  if cfg.get("layer_decay", 1.0) < 1.0:
+    if not depth:
+      raise ValueError("config.optimizer.layer_decay needs a model with a `depth` (a ViT block stack)")
+    tx = optax.chain(tx, scale_by_layer_decay(depth, float(cfg.layer_decay)))
   if cfg.get("clip_norm"):
     tx = optax.chain(optax.clip_by_global_norm(float(cfg.clip_norm)), tx)
   if accum > 1:
     tx = optax.MultiSteps(tx, every_k_schedule=accum)
   return tx, lr
+
+
+def layer_of(path: tuple, depth: int) -> int:
+  """BEiT / timm layer id of a ViT parameter: 0 for embeddings and tokens, i + 1 for block i,
+  depth + 1 for the final norm and heads."""
+  for part in path:
+    if part.startswith("blocks_") and part[7:].isdigit():
+      return int(part[7:]) + 1
+  return 0 if path[0] in ("patch_embed", "pos_embed", "tokens") else depth + 1
+
+
+def layer_decay_scales(params, depth: int, decay: float):
+  """Per-parameter learning-rate scales decay^(depth + 1 - layer) (Bao et al. 2021, BEiT, sec. 2.5).
+  A scanned stack (`blocks`, leading layer axis) gets one scale per layer."""
+  def scale(path, leaf):
+    names = tuple(getattr(k, "key", str(k)) for k in path)
+    if "blocks" in names:  # scan layout: [depth, ...]
+      per_layer = decay ** (depth - np.arange(depth, dtype=np.float32))
+      return per_layer.reshape((depth,) + (1,) * (np.ndim(leaf) - 1))
+    return np.float32(decay ** (depth + 1 - layer_of(names, depth)))
+  return jax.tree_util.tree_map_with_path(scale, params)
+
+
+def scale_by_layer_decay(depth: int, decay: float) -> optax.GradientTransformation:
+  """Multiplies each update by its layer's scale (so learning rate and AdamW's decoupled decay shrink
+  together, as timm's per-group learning rates do)."""
+  def init(params):
+    return optax.EmptyState()
+
+  def update(updates, state, params=None):
+    scales = layer_decay_scales(updates, depth, decay)
+    return jax.tree.map(lambda u, s: u * s.astype(u.dtype), updates, scales), state
+  return optax.GradientTransformation(init, update)

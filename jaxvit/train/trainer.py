@@ -95,7 +95,7 @@ def setup(config, workdir: str) -> Run:
   builder = prepared_builder(config.data)
   model = build_model(config, builder.info.features["label"].num_classes)
   steps = total_steps(config, pipeline.num_examples(builder, config.data.train_split))
-  tx, schedule = optim.make_optimizer(config.optimizer, steps)
+  tx, schedule = optim.make_optimizer(config.optimizer, steps, getattr(model, "depth", None))
   state, shardings = state_lib.create_state(model, tx, input_shape(model)[1:], config.seed, mesh, rules,
                                             ema=bool(config.get("ema_decay")))
   ckpts = checkpoint.Checkpoints(workdir, keep=config.get("keep_checkpoints", 3),

@@ -23,3 +23,26 @@ def test_runlocal_trains_on_mock_imagenet(tmp_path):
   with tfds.testing.mock_data(num_examples=64):
     summary = train_and_evaluate(config, str(tmp_path))
   assert summary["steps"] == 6 and summary["dataset"] == "imagenet2012" and summary["final_top1"] is not None
+
+
+@pytest.mark.parity  # makes the source weights with timm
+def test_finetune_recipe_starts_from_converted_timm_weights(tmp_path, capsys):
+  import timm
+  from configs import deit_small_finetune
+  from jaxvit.convert import convert_state_dict, save_converted
+  _, variables = convert_state_dict("deit_small_patch16_224", timm.create_model("deit_small_patch16_224").state_dict())
+  save_converted(str(tmp_path / "deit_s"), variables, "deit_small_patch16_224", {})
+  config = deit_small_finetune.get_config(f"init={tmp_path / 'deit_s'},runlocal")
+  config.async_checkpoints = False
+  with tfds.testing.mock_data(num_examples=64):
+    summary = train_and_evaluate(config, str(tmp_path / "run"))
+  out = capsys.readouterr().out
+  assert "init_from: pos_embed resampled (1, 197, 384) -> (1, 5, 384)" in out
+  assert "init_from: head/kernel replaced (384, 1000) -> (384, 10) (zeros)" in out
+  assert summary["steps"] == 6 and summary["dataset"] == "cifar10"
+
+
+def test_finetune_rejects_unknown_dataset():
+  from configs import deit_small_finetune
+  with pytest.raises(ValueError, match="dataset='mnist'; accepted: \\['cifar10', 'imagenette'\\]"):
+    deit_small_finetune.get_config("dataset=mnist")

@@ -69,3 +69,28 @@ def test_grad_accumulation_averages_k_steps():
     updates, opt = tx.update({"w": jnp.asarray(g)}, opt, params)
     params = optax.apply_updates(params, updates)
   assert float(params["w"]) == -2.0  # one SGD step with the mean gradient (1 + 3) / 2
+
+
+def test_layer_decay_scales_by_depth_in_both_layouts():
+  import jaxvit
+  loop = jaxvit.create_model("deit_tiny_patch16_224", depth=3, img_size=32)
+  params = jaxvit.init_variables(loop)["params"]
+  scales = optim.layer_decay_scales(params, depth=3, decay=0.5)
+  assert scales["patch_embed"]["kernel"] == 0.5 ** 4 and scales["pos_embed"] == 0.5 ** 4
+  assert scales["encoder"]["blocks_0"]["attn"]["qkv"]["kernel"] == 0.5 ** 3
+  assert scales["encoder"]["blocks_2"]["mlp"]["fc1"]["bias"] == 0.5 and scales["head"]["kernel"] == 1.0
+  scanned = jaxvit.init_variables(loop.clone(scan=True))["params"]
+  stacked = optim.layer_decay_scales(scanned, depth=3, decay=0.5)["encoder"]["blocks"]["attn"]["qkv"]["kernel"]
+  np.testing.assert_allclose(stacked.reshape(-1), [0.125, 0.25, 0.5])
+
+
+def test_layer_decay_shrinks_early_updates():
+  cfg = ml_collections.ConfigDict(dict(name="sgd", lr=1.0, momentum=0.0, weight_decay=0.0, layer_decay=0.5))
+  tx, _ = optim.make_optimizer(cfg, 10, depth=1)
+  params = {"patch_embed": {"kernel": jnp.zeros(())}, "encoder": {"blocks_0": {"w": jnp.zeros(())}},
+            "head": {"kernel": jnp.zeros(())}}
+  updates, _ = tx.update(jax.tree.map(jnp.ones_like, params), tx.init(params), params)
+  assert jax.tree.map(float, updates) == {"patch_embed": {"kernel": -0.25}, "encoder": {"blocks_0": {"w": -0.5}},
+                                          "head": {"kernel": -1.0}}
+  with pytest.raises(ValueError, match="layer_decay needs a model with a `depth`"):
+    optim.make_optimizer(cfg, 10)

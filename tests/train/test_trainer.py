@@ -79,3 +79,11 @@ def test_checkpoints_of_another_config_are_an_error_not_a_restart(tiny_config, t
   with pytest.raises(ValueError, match="fits this config"):
     train_and_evaluate(tiny_config, str(tmp_path))
   assert sorted(os.listdir(tmp_path / "checkpoints")) == ["4", "8"]
+
+
+def test_ema_of_weights_is_tracked_and_checkpointed(tiny_config, tmp_path):
+  tiny_config.ema_decay = 0.5
+  train_and_evaluate(tiny_config, str(tmp_path))
+  _, state = final_params(str(tmp_path))
+  ema, params = jax.tree.leaves(state["ema_params"]), jax.tree.leaves(state["params"])
+  assert len(ema) == len(params) and any(not np.array_equal(a, b) for a, b in zip(ema, params))
