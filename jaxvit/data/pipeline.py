@@ -129,12 +129,6 @@ def eval_dataset(builder, split: str, pp: str, *, batch_size: int, process_index
   return ds.concatenate(pad).batch(batch_size).take(steps).prefetch(2), steps
 
 
-def input_shape(builder, split: str, pp: str) -> tuple:
-  """Shape of one preprocessed image (for model creation)."""
-  element = next(iter(tfds.as_numpy(eval_dataset(builder, split, pp, batch_size=1)[0].take(1))))
-  return tuple(element["image"].shape[1:])
-
-
 def as_numpy(ds):
   return tfds.as_numpy(ds)
 
