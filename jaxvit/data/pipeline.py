@@ -62,19 +62,28 @@ def host_split(builder, split: str, process_index: int, process_count: int, drop
   return tfds.even_splits(split, process_count, drop_remainder=drop_remainder)[process_index]
 
 
-def _decode(builder, split):
-  ds = builder.as_dataset(split=split, shuffle_files=False, decoders=None)
-  return ds.map(lambda f: {"image": f["image"], "label": f["label"]})
+def _records(builder, split: str, shard: int, num_shards: int, drop_remainder: bool):
+  """`(dataset, size)` of one shard of `split`: a tfds sub-split, or for ImageFolder (which has none)
+  every `num_shards`-th example."""
+  if isinstance(builder, tfds.ImageFolder):
+    if split not in builder.info.splits:
+      raise ValueError(f"split {split!r} is not in the folder; accepted: {sorted(builder.info.splits)}")
+    n = num_examples(builder, split)
+    size = n // num_shards + (0 if drop_remainder or shard >= n % num_shards else 1)
+    ds = builder.as_dataset(split=split, shuffle_files=False).shard(num_shards, shard).take(size)
+  else:
+    sub = host_split(builder, split, shard, num_shards, drop_remainder)
+    ds, size = builder.as_dataset(split=sub, shuffle_files=False), num_examples(builder, sub)
+  return ds.map(lambda f: {"image": f["image"], "label": f["label"]}), size
 
 
 def _shard_stream(builder, split, pp, *, shard, num_shards, batch_size, seed, start, shuffle_buffer,
                   repeated_aug):
   """Batches of one data shard (a `tfds.even_splits` slice), from shard position `start` on."""
-  host = host_split(builder, split, shard, num_shards, drop_remainder=True)
-  n = num_examples(builder, host)
+  records, n = _records(builder, split, shard, num_shards, drop_remainder=True)
   if n < batch_size:
-    raise ValueError(f"{builder.name}:{host} has {n} examples, fewer than its per-shard batch {batch_size}")
-  records = _decode(builder, host)
+    raise ValueError(f"{builder.name}:{split} shard {shard}/{num_shards} has {n} examples, fewer than its "
+                     f"per-shard batch {batch_size}")
 
   def epoch(e):
     ds = records.shuffle(min(n, shuffle_buffer), seed=seed * 1_000_003 + e, reshuffle_each_iteration=False)
@@ -121,12 +130,27 @@ def eval_dataset(builder, split: str, pp: str, *, batch_size: int, process_index
   the same number of batches (padding examples have `mask == 0`)."""
   total = num_examples(builder, split)
   steps = math.ceil(math.ceil(total / process_count) / batch_size)
-  host = host_split(builder, split, process_index, process_count, drop_remainder=False)
+  records, _ = _records(builder, split, process_index, process_count, drop_remainder=False)
   apply = preprocess.parse(pp)
-  ds = _decode(builder, host).map(lambda f: {**apply(f, tf.constant([0, 0], tf.int64)), "mask": 1.0},
+  ds = records.map(lambda f: {**apply(f, tf.constant([0, 0], tf.int64)), "mask": 1.0},
                                   num_parallel_calls=tf.data.AUTOTUNE)
   pad = ds.take(1).map(lambda f: {k: tf.zeros_like(v) for k, v in f.items()}).repeat()
   return ds.concatenate(pad).batch(batch_size).take(steps).prefetch(2), steps
+
+
+def undecodable_files(name: str, limit: int = 5) -> list[str]:
+  """Image files of a `folder:` dataset that TensorFlow cannot decode (the slow path after an error)."""
+  if not name.startswith(FOLDER_PREFIX):
+    return []
+  bad = []
+  for path in sorted(tf.io.gfile.glob(f"{name[len(FOLDER_PREFIX):]}/*/*/*")):
+    try:
+      tf.io.decode_image(tf.io.read_file(path))
+    except tf.errors.InvalidArgumentError:
+      bad.append(path)
+      if len(bad) == limit:
+        break
+  return bad
 
 
 def as_numpy(ds):

@@ -10,6 +10,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import tensorflow as tf
 
 from jaxvit.bench.flops import count_macs
 from jaxvit.data import mixup, pipeline
@@ -106,6 +107,17 @@ def setup(config, workdir: str) -> Run:
   return Run(mesh, rules, builder, model, tx, schedule, steps, state, shardings, ckpts, meta)
 
 
+def next_batch(batches, dataset: str):
+  """The next input batch; an image that cannot be decoded is an error naming its file."""
+  try:
+    return next(batches)
+  except tf.errors.InvalidArgumentError as err:
+    bad = pipeline.undecodable_files(dataset)
+    if bad:
+      raise ValueError(f"config.data.name={dataset!r}: cannot decode image file(s) {bad}") from None
+    raise ValueError(f"config.data.name={dataset!r}: input pipeline error: {err.message[:300]}") from None
+
+
 def prepared_builder(data):
   """The dataset's builder; process 0 prepares it (e.g. `digits`) while the others wait."""
   if jax.process_count() > 1:
@@ -177,8 +189,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
   try:
     batches = iter(pipeline.as_numpy(train_ds))
     for step in range(start + 1, steps + 1):
+      batch = next_batch(batches, config.data.name)
       with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-        state, metrics = train_step(state, pipeline.to_global(next(batches), batch_sharding))
+        state, metrics = train_step(state, pipeline.to_global(batch, batch_sharding))
       position += per_process
       history.append(metrics)
       stop = distributed.any_process(preempted.flag)  # read once (a signal may land any time), agreed by all
