@@ -162,16 +162,19 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
   per_process = config.batch_size // jax.process_count()
   train_ds = pipeline.train_dataset(builder, config.data.train_split, config.data.pp_train, batch_size=per_process,
-                                    seed=config.seed, start=position, shuffle_buffer=config.data.get("shuffle_buffer", 50_000),
+                                    seed=config.seed, start=position,
+                                    shuffle_buffer=config.data.get("shuffle_buffer", 50_000),
                                     repeated_aug=config.data.get("repeated_aug", 1),
                                     num_shards=config.data.get("num_shards") or None,
                                     process_index=jax.process_index(), process_count=jax.process_count())
   loss_fn = step_lib.classification_loss(config.get("label_smoothing", 0.0))
   transform = None
   if config.get("mixup") and config.mixup.get("prob", 0.0) > 0:
-    num_classes, mix = model.num_classes, dict(config.mixup)
-    transform = lambda rng, b: dict(b, **dict(zip(("image", "label"), mixup.mixup_cutmix(
-        rng, b["image"], b["label"], num_classes, **mix))))
+    mix = dict(config.mixup)
+
+    def transform(rng, batch):
+      images, targets = mixup.mixup_cutmix(rng, batch["image"], batch["label"], model.num_classes, **mix)
+      return dict(batch, image=images, label=targets)
   batch_sharding = mesh_lib.batch_sharding(mesh)
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     train_step = jax.jit(step_lib.make_train_step(model, tx, loss_fn, schedule, config.get("ema_decay"), transform),
