@@ -78,7 +78,7 @@ def _records(builder, split: str, shard: int, num_shards: int, drop_remainder: b
 
 
 def _shard_stream(builder, split, pp, *, shard, num_shards, batch_size, seed, start, shuffle_buffer,
-                  repeated_aug):
+                  repeated_aug, pp_defaults):
   """Batches of one data shard (a `tfds.even_splits` slice), from shard position `start` on."""
   records, n = _records(builder, split, shard, num_shards, drop_remainder=True)
   if n < batch_size:
@@ -93,7 +93,7 @@ def _shard_stream(builder, split, pp, *, shard, num_shards, batch_size, seed, st
 
   ds = tf.data.Dataset.range(start // n, 2 ** 62).flat_map(epoch).skip(start % n)
   positions = tf.data.Dataset.range(start, 2 ** 62)
-  apply = preprocess.parse(pp)
+  apply = preprocess.parse(pp, pp_defaults)
   ds = tf.data.Dataset.zip(ds, positions).map(
       lambda f, p: apply(f, tf.stack([tf.constant(seed, tf.int64), p * num_shards + shard])),
       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -102,7 +102,7 @@ def _shard_stream(builder, split, pp, *, shard, num_shards, batch_size, seed, st
 
 def train_dataset(builder, split: str, pp: str, *, batch_size: int, seed: int, start: int = 0,
                   shuffle_buffer: int = 50_000, repeated_aug: int = 1, num_shards: int | None = None,
-                  process_index: int = 0, process_count: int = 1):
+                  process_index: int = 0, process_count: int = 1, pp_defaults: dict | None = None):
   """Infinite batches `{"image", "label"}` of this process, from its example position `start` on.
 
   The split is cut into `num_shards` (default: one per process) and each process reads only its own
@@ -118,20 +118,22 @@ def train_dataset(builder, split: str, pp: str, *, batch_size: int, seed: int, s
   per_process = num_shards // process_count
   shards = [_shard_stream(builder, split, pp, shard=process_index * per_process + i, num_shards=num_shards,
                           batch_size=batch_size // per_process, seed=seed, start=start // per_process,
-                          shuffle_buffer=shuffle_buffer, repeated_aug=repeated_aug) for i in range(per_process)]
+                          shuffle_buffer=shuffle_buffer, repeated_aug=repeated_aug, pp_defaults=pp_defaults)
+            for i in range(per_process)]
   if per_process == 1:
     return shards[0].prefetch(2)
   merge = lambda *parts: {k: tf.concat([p[k] for p in parts], axis=0) for k in parts[0]}
   return tf.data.Dataset.zip(tuple(shards)).map(merge).prefetch(2)
 
 
-def eval_dataset(builder, split: str, pp: str, *, batch_size: int, process_index: int = 0, process_count: int = 1):
+def eval_dataset(builder, split: str, pp: str, *, batch_size: int, process_index: int = 0, process_count: int = 1,
+                 pp_defaults: dict | None = None):
   """Batches `{"image", "label", "mask"}` covering this process's slice once; every process yields
   the same number of batches (padding examples have `mask == 0`)."""
   total = num_examples(builder, split)
   steps = math.ceil(math.ceil(total / process_count) / batch_size)
   records, _ = _records(builder, split, process_index, process_count, drop_remainder=False)
-  apply = preprocess.parse(pp)
+  apply = preprocess.parse(pp, pp_defaults)
   ds = records.map(lambda f: {**apply(f, tf.constant([0, 0], tf.int64)), "mask": 1.0},
                                   num_parallel_calls=tf.data.AUTOTUNE)
   pad = ds.take(1).map(lambda f: {k: tf.zeros_like(v) for k, v in f.items()}).repeat()

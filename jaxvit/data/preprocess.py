@@ -100,8 +100,12 @@ def normalize(mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD):
   return op
 
 
-def parse(spec: str):
-  """`"a(1)|b|c(x=2)"` -> one function `(features, seed) -> features` applying the ops in order."""
+def parse(spec: str, defaults: dict | None = None):
+  """`"a(1)|b|c(x=2)"` -> one function `(features, seed) -> features` applying the ops in order.
+
+  An op written without arguments takes `defaults[name]` (the trainer passes the model's
+  normalisation, so a bare `normalize` uses the mean / std its weights were trained with).
+  """
   ops = []
   for i, part in enumerate(p.strip() for p in spec.split("|") if p.strip()):
     try:
@@ -110,6 +114,8 @@ def parse(spec: str):
         raise ValueError
       args = [ast.literal_eval(a) for a in call.args]
       kwargs = {k.arg: ast.literal_eval(k.value) for k in call.keywords}
+      if not args and not kwargs:
+        kwargs = dict((defaults or {}).get(call.func.id, {}))
     except (SyntaxError, ValueError):
       raise ValueError(f"preprocessing op {part!r} is not of the form name(literal, key=literal)") from None
     if call.func.id not in OPS:

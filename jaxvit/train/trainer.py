@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from jaxvit.bench.flops import count_macs
 from jaxvit.data import mixup, pipeline
-from jaxvit.registry import create_model
+from jaxvit.registry import create_model, pretrained_cfg
 from jaxvit.train import checkpoint, distributed, init_from, mesh as mesh_lib, optim, report, state as state_lib, step as step_lib
 from jaxvit.utils import count_params, input_shape
 
@@ -51,7 +51,8 @@ def evaluate(eval_step, state, builder, config, mesh) -> dict:
   """Top-1 / top-5 / loss over every example of the eval split exactly once."""
   ds, _ = pipeline.eval_dataset(builder, config.data.eval_split, config.data.pp_eval,
                                 batch_size=config.eval_batch_size // jax.process_count(),
-                                process_index=jax.process_index(), process_count=jax.process_count())
+                                process_index=jax.process_index(), process_count=jax.process_count(),
+                                pp_defaults=pp_defaults(config))
   sums = None
   for batch in pipeline.as_numpy(ds):
     batch = pipeline.to_global(batch, mesh_lib.batch_sharding(mesh))
@@ -61,6 +62,12 @@ def evaluate(eval_step, state, builder, config, mesh) -> dict:
   count = float(sums["count"])
   return {"top1": float(sums["top1"]) / count, "top5": float(sums["top5"]) / count,
           "loss": float(sums["loss"]) / count, "examples": int(count)}
+
+
+def pp_defaults(config) -> dict:
+  """A bare `normalize` op uses the model's own mean / std (`jaxvit.pretrained_cfg`)."""
+  cfg = pretrained_cfg(config.model.name)
+  return {"normalize": dict(mean=cfg["mean"], std=cfg["std"])}
 
 
 def check_config(config, mesh):
@@ -166,7 +173,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
                                     shuffle_buffer=config.data.get("shuffle_buffer", 50_000),
                                     repeated_aug=config.data.get("repeated_aug", 1),
                                     num_shards=config.data.get("num_shards") or None,
-                                    process_index=jax.process_index(), process_count=jax.process_count())
+                                    process_index=jax.process_index(), process_count=jax.process_count(),
+                                    pp_defaults=pp_defaults(config))
   loss_fn = step_lib.classification_loss(config.get("label_smoothing", 0.0))
   transform = None
   if config.get("mixup") and config.mixup.get("prob", 0.0) > 0:

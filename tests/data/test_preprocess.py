@@ -76,3 +76,11 @@ def test_randaugment_ops_by_hand():
   assert np.all(np.round(kept) % 16 == 0)
   flat = tf.fill((8, 8, 3), 76 / 255)  # an exact 8-bit level (PIL works on uint8)
   np.testing.assert_allclose(randaugment.equalize(flat, 0.0, SEED), flat)  # one grey level: unchanged
+
+
+def test_a_bare_op_takes_the_given_defaults():
+  img = tf.fill((2, 2, 3), 0.5)
+  ops = preprocess.parse("normalize", {"normalize": dict(mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))})
+  np.testing.assert_allclose(ops({"image": img}, SEED)["image"], 0.0)
+  explicit = preprocess.parse("normalize(0.0, 0.5)", {"normalize": dict(mean=(0.5,) * 3, std=(0.25,) * 3)})
+  np.testing.assert_allclose(explicit({"image": img}, SEED)["image"], 1.0)

@@ -94,3 +94,11 @@ def test_layer_decay_shrinks_early_updates():
                                           "head": {"kernel": -1.0}}
   with pytest.raises(ValueError, match="layer_decay needs a model with a `depth`"):
     optim.make_optimizer(cfg, 10)
+
+
+def test_bare_normalize_uses_the_models_mean_and_std():
+  from jaxvit.train.trainer import pp_defaults
+  vit = ml_collections.ConfigDict(dict(model=dict(name="vit_small_patch16_224")))
+  deit = ml_collections.ConfigDict(dict(model=dict(name="deit_small_patch16_224")))
+  assert pp_defaults(vit)["normalize"]["mean"] == (0.5, 0.5, 0.5)
+  assert pp_defaults(deit)["normalize"]["std"] == (0.229, 0.224, 0.225)
