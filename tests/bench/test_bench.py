@@ -61,7 +61,7 @@ def test_benchmark_train_rows():
   from jaxvit.bench.run import TRAIN_COLUMNS, benchmark_train
   rows = benchmark_train(["deit_tiny_patch16_224"], batch=8, img_size=32, runs=1, matmul_n=256, log=lambda _: None)
   row = rows[0]
-  assert row["steps_per_s"] > 0 and row["images_per_s"] == row["steps_per_s"] * 8 and row["mfu_matmul"] > 0
+  assert row["steps_per_s"] > 0 and 0 < row["mfu_matmul"] < 1.5
   assert "| deit_tiny_patch16_224 | 32 | 8 | 8 |" in format_table(rows, TRAIN_COLUMNS)
 
 
