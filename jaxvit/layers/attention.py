@@ -32,7 +32,9 @@ class Attention(nn.Module):
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     qkv = Projection((3, self.num_heads, head_dim), ("embed", None, "heads", "kv"), use_bias=self.qkv_bias,
                      name="qkv", **kw)(x)  # [B, N, 3, H, d]
-    q, k, v = qkv.transpose(2, 0, 3, 1, 4)  # 3 x [B, H, N, d]: head-major, the layout CPU dots run fastest
+    # 3 x [B, H, N, d]: head-major, the layout CPU dots run fastest. `lax.split`'s gradient is one
+    # concatenate; indexing would pad each of dq, dk, dv to the full shape and add them.
+    q, k, v = (t[0] for t in jax.lax.split(qkv.transpose(2, 0, 3, 1, 4), (1, 1, 1), axis=0))
 
     logits = jnp.einsum("bhqd,bhkd->bhqk", q * jnp.asarray(head_dim ** -0.5, q.dtype), k).astype(jnp.float32)
     aux = {}
@@ -43,8 +45,9 @@ class Attention(nn.Module):
       attn = nn.Dropout(self.attn_drop_rate)(attn, deterministic=not train).astype(self.dtype)
       y = jnp.einsum("bhqk,bhkd->bhqd", attn, v)
     else:
-      # softmax(S) V with the normalisation applied after the product: one fewer pass over [N, N].
-      weights = jnp.exp(logits - logits.max(axis=-1, keepdims=True))
+      # softmax(S) V with the normalisation applied after the product: one fewer pass over [N, N]. The
+      # max only guards exp against overflow (softmax does not depend on it), so no gradient flows through it.
+      weights = jnp.exp(logits - jax.lax.stop_gradient(logits.max(axis=-1, keepdims=True)))
       y = jnp.einsum("bhqk,bhkd->bhqd", weights.astype(self.dtype), v)
       y = y / weights.sum(axis=-1, keepdims=True).astype(self.dtype)
 
