@@ -87,3 +87,23 @@ def test_ema_of_weights_is_tracked_and_checkpointed(tiny_config, tmp_path):
   _, state = final_params(str(tmp_path))
   ema, params = jax.tree.leaves(state["ema_params"]), jax.tree.leaves(state["params"])
   assert len(ema) == len(params) and any(not np.array_equal(a, b) for a, b in zip(ema, params))
+
+
+def test_fsdp_and_tensor_parallel_meshes_train_like_data_parallel(tiny_config, tmp_path):
+  """The same run on data=8, on data=2 x fsdp=2 x model=2 and on model=2 (with FSDP) ends with the same
+  parameters; the sharded meshes really split the kernels over `fsdp` (embed) and `model` (heads, mlp)."""
+  from jaxvit.train.trainer import setup
+  results = {}
+  for name, mesh in [("dp", dict(data=8)), ("fsdp_tp", dict(data=2, fsdp=2, model=2)), ("tp", dict(data=4, model=2))]:
+    tiny_config.mesh = mesh
+    tiny_config.total_steps = 4
+    train_and_evaluate(tiny_config, str(tmp_path / name))
+    results[name] = final_params(str(tmp_path / name))[1]["params"]
+  for name in ("fsdp_tp", "tp"):
+    for a, b in zip(jax.tree.leaves(results["dp"]), jax.tree.leaves(results[name])):
+      np.testing.assert_allclose(a, b, atol=2e-6)
+
+  tiny_config.mesh = dict(data=2, fsdp=2, model=2)
+  shardings = setup(tiny_config, str(tmp_path / "inspect")).shardings.params["encoder"]["blocks_0"]
+  assert tuple(shardings["mlp"]["fc1"]["kernel"].spec) == ("fsdp", "model")
+  assert tuple(shardings["attn"]["qkv"]["kernel"].spec)[:3] == ("fsdp", None, "model")
