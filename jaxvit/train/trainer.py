@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from jaxvit.bench.flops import count_macs
 from jaxvit.data import mixup, pipeline
+from jaxvit.distill import objective
 from jaxvit.registry import create_model, pretrained_cfg
 from jaxvit.train import checkpoint, distributed, init_from, mesh as mesh_lib, optim, report, state as state_lib, step as step_lib
 from jaxvit.utils import count_params, input_shape
@@ -183,10 +184,13 @@ def train_and_evaluate(config, workdir: str) -> dict:
     def transform(rng, batch):
       images, targets = mixup.mixup_cutmix(rng, batch["image"], batch["label"], model.num_classes, **mix)
       return dict(batch, image=images, label=targets)
+  loss_fn, teacher_fn, teacher_args, teacher_shardings = objective.from_config(config, model, mesh, rules, loss_fn)
   batch_sharding = mesh_lib.batch_sharding(mesh)
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    train_step = jax.jit(step_lib.make_train_step(model, tx, loss_fn, schedule, config.get("ema_decay"), transform),
-                         in_shardings=(shardings, batch_sharding), out_shardings=(shardings, None), donate_argnums=0)
+    train_step = jax.jit(step_lib.make_train_step(model, tx, loss_fn, schedule, config.get("ema_decay"), transform,
+                                                  teacher_fn),
+                         in_shardings=(shardings, batch_sharding, *teacher_shardings), out_shardings=(shardings, None),
+                         donate_argnums=0)
     eval_step = jax.jit(step_lib.make_eval_step(model, ema=bool(config.get("ema_decay"))))
 
   writer = report.make_writer(workdir)
@@ -202,7 +206,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     for step in range(start + 1, steps + 1):
       batch = next_batch(batches, config.data.name)
       with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-        state, metrics = train_step(state, pipeline.to_global(batch, batch_sharding))
+        state, metrics = train_step(state, pipeline.to_global(batch, batch_sharding), *teacher_args)
       position += per_process
       history.append(metrics)
       stop = distributed.any_process(preempted.flag)  # read once (a signal may land any time), agreed by all
