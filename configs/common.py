@@ -37,11 +37,13 @@ def base_config() -> ml_collections.ConfigDict:
   c.label_smoothing = 0.0
   c.mixup = ml_collections.ConfigDict(dict(prob=0.0, mixup_alpha=0.8, cutmix_alpha=1.0, switch_prob=0.5))
   c.ema_decay = 0.0
-  # knowledge distillation (jaxvit.distill): kind, teacher (registry name + weights), the loss's
-  # hyper-parameters, and weights (None: the official recipe's, jaxvit.distill.objective.DEFAULT_WEIGHTS)
+  # knowledge distillation (jaxvit.distill): kind, teacher (registry name + weights, or `logits` saved by
+  # python -m jaxvit.distill.save_logits), the loss's hyper-parameters, and weights (None: the official
+  # recipe's, jaxvit.distill.objective.DEFAULT_WEIGHTS); `feature`: a relation objective on paired blocks
   c.distill = ml_collections.ConfigDict(dict(
-      kind="", teacher=dict(name="", init_from="", overrides={}), hyper={},
-      base_weight=placeholder(float), weight=placeholder(float), warmup_steps=0))
+      kind="", teacher=dict(name="", init_from="", overrides={}, logits=""), hyper={},
+      base_weight=placeholder(float), weight=placeholder(float), warmup_steps=0,
+      feature=dict(kind="", student_layers=(), teacher_layers=(), weight=1.0, hyper={})))
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, model=1))
   c.sharding_rules = ()  # () = jaxvit.train.mesh.DEFAULT_RULES
   c.log_every = 50

@@ -3,6 +3,7 @@
 import json
 import os
 
+import flax.linen as nn
 import numpy as np
 import orbax.checkpoint as ocp
 
@@ -34,7 +35,9 @@ def read_state_dict(path: str) -> dict:
 
 
 def save_converted(out_dir: str, variables: dict, model_name: str, overrides: dict, **meta):
-  """Writes `variables` as an orbax checkpoint in `out_dir/variables` and the model recipe as JSON."""
+  """Writes `variables` (boxed with logical axes or not) as an orbax checkpoint in `out_dir/variables`
+  and the model recipe as JSON."""
+  variables = nn.meta.unbox(variables)
   out_dir = os.path.abspath(out_dir)
   os.makedirs(out_dir, exist_ok=True)
   checkpointer = ocp.StandardCheckpointer()

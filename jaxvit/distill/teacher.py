@@ -6,15 +6,12 @@ parameters sharded over the same mesh by their logical axis names and never upda
 
 from typing import Any, NamedTuple
 
-import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxvit.registry import create_model, pretrained_cfg
-from jaxvit.train.init_from import load_params
-from jaxvit.utils import input_shape
+from jaxvit.train import init_from
 
 
 class Teacher(NamedTuple):
@@ -34,30 +31,30 @@ def _renormalizer(student: str, teacher: str):
   return lambda images: images * scale + shift
 
 
-def load_teacher(cfg, student_name: str, num_classes: int, image_shape, mesh, rules) -> Teacher:
-  """`cfg` is `config.distill.teacher`: `name`, `init_from` and optional `overrides`."""
+def load_teacher(cfg, student_name: str, num_classes: int, image_shape, mesh, rules, extra: dict | None = None
+                 ) -> Teacher:
+  """`cfg` is `config.distill.teacher`: `name`, `init_from` and optional `overrides` (plus `extra`).
+
+  The teacher runs at the student's input size: its position embeddings are resampled if its
+  weights are for another resolution (as `config.init_from` does); a classifier for other classes
+  is an error, since a re-initialised head would teach nothing.
+  """
   for field in ("name", "init_from"):
     if not cfg.get(field):
       raise ValueError(f"config.distill.teacher.{field} is required (teacher = a registry model + its weights)")
-  overrides = dict(cfg.get("overrides") or {})
+  overrides = dict(cfg.get("overrides") or {}) | dict(extra or {})
   overrides.setdefault("num_classes", num_classes)
   model = create_model(cfg.name, **overrides)
-  if tuple(input_shape(model)[1:]) != tuple(image_shape):
-    raise ValueError(f"config.distill.teacher {cfg.name!r} takes {input_shape(model)[1:]} images, the student "
-                     f"{tuple(image_shape)}; set config.distill.teacher.overrides.img_size")
+  if hasattr(model, "img_size") and "img_size" not in overrides:
+    model = model.clone(img_size=tuple(image_shape[:2]))
   boxed = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1,) + tuple(image_shape)),
                                             train=False)["params"])
+  source = init_from.load_params(cfg.init_from, field="config.distill.teacher.init_from")
+  params, notes = init_from.adapt(source, nn.meta.unbox(boxed), model, error_prefix=(
+      f"config.distill.teacher.init_from={cfg.init_from!r} does not fit config.distill.teacher {cfg.name!r}"))
+  replaced = [n for n in notes if " replaced " in n]
+  if replaced:
+    raise ValueError(f"config.distill.teacher.init_from={cfg.init_from!r} does not predict the student's "
+                     f"{num_classes} classes: {'; '.join(replaced)}")
   shardings = nn.logical_to_mesh_sharding(nn.get_partition_spec(boxed), mesh, rules)
-  want = flax.traverse_util.flatten_dict(nn.meta.unbox(boxed), sep="/")
-  have = flax.traverse_util.flatten_dict(load_params(cfg.init_from), sep="/")
-  bad = [f"{p} {np.shape(have[p])} != {tuple(w.shape)}" for p, w in want.items() if p in have
-         and np.shape(have[p]) != tuple(w.shape)]
-  missing, unexpected = sorted(set(want) - set(have)), sorted(set(have) - set(want))
-  if bad or missing or unexpected:
-    raise ValueError(f"config.distill.teacher.init_from={cfg.init_from!r} does not fit {cfg.name!r} with "
-                     f"{num_classes} classes: " + "; ".join(f"{title}: {', '.join(items[:8])}" for title, items in
-                                                            (("mis-shaped", bad), ("missing", missing),
-                                                             ("unexpected", unexpected)) if items))
-  params = flax.traverse_util.unflatten_dict({p: np.asarray(have[p], w.dtype) for p, w in want.items()}, sep="/")
-  params = jax.device_put(params, shardings)
-  return Teacher(model, params, shardings, _renormalizer(student_name, cfg.name))
+  return Teacher(model, jax.device_put(params, shardings), shardings, _renormalizer(student_name, cfg.name))

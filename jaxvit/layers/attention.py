@@ -12,8 +12,9 @@ class Attention(nn.Module):
 
   `qkv` is one fused projection with kernel `[embed, 3, heads, head_dim]` (the layout timm's
   `[3 * embed]` output reshapes to), so one matmul computes q, k and v and tensor parallelism can
-  shard `heads`. With `return_attention`, `aux` holds the attention maps `attn` `[B, H, N, N]` and
-  the head-averaged keys `keys` `[B, N, head_dim]` (what ToMe matches tokens on).
+  shard `heads`. With `return_attention`, `aux` holds the attention maps `attn` `[B, H, N, N]`, the
+  head-averaged keys `keys` `[B, N, head_dim]` (what ToMe matches tokens on) and the values
+  `values` `[B, H, N, head_dim]` (TinyMIM's V-V relation).
   """
   num_heads: int
   qkv_bias: bool = True
@@ -41,7 +42,7 @@ class Attention(nn.Module):
     if self.return_attention or (train and self.attn_drop_rate > 0):
       attn = jax.nn.softmax(logits, axis=-1)
       if self.return_attention:
-        aux = dict(attn=attn, keys=k.mean(axis=1))
+        aux = dict(attn=attn, keys=k.mean(axis=1), values=v)
       attn = nn.Dropout(self.attn_drop_rate)(attn, deterministic=not train).astype(self.dtype)
       y = jnp.einsum("bhqk,bhkd->bhqd", attn, v)
     else:

@@ -5,7 +5,7 @@ learned or sincos position embeddings, LayerScale, token or average pooling, and
 block stack. Parameter names mirror timm's `vision_transformer.py` / `deit.py` so weights convert
 one to one (`jaxvit.convert`). Returns `(logits, out)`; `out` holds `block{i}` tokens, `encoded`,
 `pre_logits`, for distilled models `logits_cls` / `logits_dist`, and with `return_attention`
-`attn{i}` `[B, H, N, N]` and `keys{i}` (head-averaged keys).
+`attn{i}` `[B, H, N, N]`, `keys{i}` (head-averaged keys) and `values{i}` `[B, H, N, d]`.
 """
 
 from typing import Optional, Sequence, Union

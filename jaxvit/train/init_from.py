@@ -17,7 +17,7 @@ from jaxvit.convert.mapping import loop_to_scan
 from jaxvit.layers import resample_abs_pos_embed
 
 
-def load_params(path: str) -> dict:
+def load_params(path: str, field: str = "config.init_from") -> dict:
   """Params from `python -m jaxvit.convert --out DIR` or from a training `--workdir`'s newest checkpoint."""
   path = os.path.abspath(path)
   if os.path.exists(os.path.join(path, META_FILE)):
@@ -25,12 +25,13 @@ def load_params(path: str) -> dict:
   ckpt_dir = os.path.join(path, "checkpoints")
   steps = sorted(int(s) for s in os.listdir(ckpt_dir) if s.isdigit()) if os.path.isdir(ckpt_dir) else []
   if not steps:
-    raise ValueError(f"config.init_from={path!r} is neither a converted checkpoint (python -m jaxvit.convert) "
+    raise ValueError(f"{field}={path!r} is neither a converted checkpoint (python -m jaxvit.convert) "
                      f"nor a training workdir with checkpoints")
   return ocp.StandardCheckpointer().restore(os.path.join(ckpt_dir, str(steps[-1]), "state"))["params"]
 
 
-def adapt(source: dict, target: dict, model) -> tuple[dict, list[str]]:
+def adapt(source: dict, target: dict, model, error_prefix: str = "config.init_from does not fit config.model"
+          ) -> tuple[dict, list[str]]:
   """Fits `source` params to the `target` tree (arrays or shapes); returns `(params, notes)`."""
   src = flax.traverse_util.flatten_dict(source, sep="/")
   if getattr(model, "scan", False) and any("blocks_" in p for p in src):  # loop-layout weights, scanned model
@@ -56,7 +57,7 @@ def adapt(source: dict, target: dict, model) -> tuple[dict, list[str]]:
       misshaped.append(f"{path} {value.shape} -> {tuple(want.shape)}")
   unexpected = sorted(set(src) - set(dst))
   if missing or misshaped or unexpected:
-    raise ValueError("config.init_from does not fit config.model: " + "; ".join(
+    raise ValueError(f"{error_prefix}: " + "; ".join(
         f"{title}: {', '.join(items[:10])}" for title, items in
         (("missing", missing), ("mis-shaped", misshaped), ("unexpected", unexpected)) if items))
   return flax.traverse_util.unflatten_dict(out, sep="/"), notes

@@ -23,6 +23,11 @@ class TrainState:
     return {"params": self.ema_params if ema else self.params, **self.mutable}
 
 
+def initial_rng(seed: int) -> jax.Array:
+  """The state's base key for `config.seed` (init uses another fold of the same seed)."""
+  return jax.random.fold_in(jax.random.PRNGKey(seed), 2)
+
+
 def abstract_state(model, tx, image_shape, seed: int, ema: bool):
   """The boxed (logically partitioned) state as shapes, without allocating anything."""
   def init():
@@ -32,7 +37,7 @@ def abstract_state(model, tx, image_shape, seed: int, ema: bool):
     mutable = {k: v for k, v in variables.items() if k != "params"}
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       opt_state=tx.init(params), mutable=mutable,
-                      ema_params=params if ema else None, rng=jax.random.fold_in(rng, 2))
+                      ema_params=params if ema else None, rng=initial_rng(seed))
   return init, jax.eval_shape(init)
 
 

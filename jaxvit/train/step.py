@@ -24,6 +24,11 @@ def classification_loss(label_smoothing: float = 0.0) -> Callable:
   return loss_fn
 
 
+def transform_rng(state_rng, step):
+  """The key the batch transform (Mixup / CutMix) uses at `step`; `jaxvit.distill.save_logits` replays it."""
+  return jax.random.fold_in(jax.random.fold_in(state_rng, step), 99)
+
+
 def make_train_step(model, tx, loss_fn: Callable, schedule: Callable, ema_decay: float | None = None,
                     batch_transform: Callable | None = None, teacher: Callable | None = None):
   """`step(state, batch[, teacher_params]) -> (state, metrics)`; rngs are the state's key folded with the step.
@@ -35,7 +40,7 @@ def make_train_step(model, tx, loss_fn: Callable, schedule: Callable, ema_decay:
   def step(state, batch, teacher_params=None):
     rng = jax.random.fold_in(state.rng, state.step)
     if batch_transform is not None:
-      batch = batch_transform(jax.random.fold_in(rng, 99), batch)
+      batch = batch_transform(transform_rng(state.rng, state.step), batch)
     batch = dict(batch, step=state.step)
     if teacher is not None:
       batch.update(jax.lax.stop_gradient(teacher(teacher_params, batch)))

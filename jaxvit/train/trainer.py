@@ -35,7 +35,7 @@ class Preempted:
 
 
 def build_model(config, num_classes: int):
-  overrides = dict(config.model.get("overrides", {}))
+  overrides = dict(config.model.get("overrides", {})) | objective.model_overrides(config)
   overrides.setdefault("num_classes", num_classes)
   return create_model(config.model.name, **overrides)
 
@@ -160,6 +160,30 @@ def evaluate_checkpoint(config, workdir: str) -> dict:
   return result
 
 
+def train_batches(config, builder, position: int):
+  """This process's training batches (numpy) from example `position` of its data on."""
+  ds = pipeline.train_dataset(builder, config.data.train_split, config.data.pp_train,
+                              batch_size=config.batch_size // jax.process_count(), seed=config.seed, start=position,
+                              shuffle_buffer=config.data.get("shuffle_buffer", 50_000),
+                              repeated_aug=config.data.get("repeated_aug", 1),
+                              num_shards=config.data.get("num_shards") or None,
+                              process_index=jax.process_index(), process_count=jax.process_count(),
+                              pp_defaults=pp_defaults(config))
+  return iter(pipeline.as_numpy(ds))
+
+
+def batch_transform(config, num_classes: int):
+  """`transform(rng, batch) -> batch`: Mixup / CutMix from `config.mixup`, or None."""
+  if not (config.get("mixup") and config.mixup.get("prob", 0.0) > 0):
+    return None
+  mix = dict(config.mixup)
+
+  def transform(rng, batch):
+    images, targets = mixup.mixup_cutmix(rng, batch["image"], batch["label"], num_classes, **mix)
+    return dict(batch, image=images, label=targets)
+  return transform
+
+
 def train_and_evaluate(config, workdir: str) -> dict:
   """Trains `config.model` on `config.data`, evaluating and checkpointing; returns the summary."""
   mesh, rules, builder, model, tx, schedule, steps, state, shardings, ckpts, meta = setup(config, workdir)
@@ -169,27 +193,16 @@ def train_and_evaluate(config, workdir: str) -> dict:
     print(f"resuming from step {start} ({workdir})")
 
   per_process = config.batch_size // jax.process_count()
-  train_ds = pipeline.train_dataset(builder, config.data.train_split, config.data.pp_train, batch_size=per_process,
-                                    seed=config.seed, start=position,
-                                    shuffle_buffer=config.data.get("shuffle_buffer", 50_000),
-                                    repeated_aug=config.data.get("repeated_aug", 1),
-                                    num_shards=config.data.get("num_shards") or None,
-                                    process_index=jax.process_index(), process_count=jax.process_count(),
-                                    pp_defaults=pp_defaults(config))
+  batches = train_batches(config, builder, position)
   loss_fn = step_lib.classification_loss(config.get("label_smoothing", 0.0))
-  transform = None
-  if config.get("mixup") and config.mixup.get("prob", 0.0) > 0:
-    mix = dict(config.mixup)
-
-    def transform(rng, batch):
-      images, targets = mixup.mixup_cutmix(rng, batch["image"], batch["label"], model.num_classes, **mix)
-      return dict(batch, image=images, label=targets)
-  loss_fn, teacher_fn, teacher_args, teacher_shardings = objective.from_config(config, model, mesh, rules, loss_fn)
+  transform = batch_transform(config, model.num_classes)
+  distill = objective.from_config(config, model, mesh, rules, loss_fn)
   batch_sharding = mesh_lib.batch_sharding(mesh)
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    train_step = jax.jit(step_lib.make_train_step(model, tx, loss_fn, schedule, config.get("ema_decay"), transform,
-                                                  teacher_fn),
-                         in_shardings=(shardings, batch_sharding, *teacher_shardings), out_shardings=(shardings, None),
+    train_step = jax.jit(step_lib.make_train_step(model, tx, distill.loss_fn, schedule, config.get("ema_decay"),
+                                                  transform, distill.teacher_fn),
+                         in_shardings=(shardings, batch_sharding, *distill.teacher_shardings),
+                         out_shardings=(shardings, None),
                          donate_argnums=0)
     eval_step = jax.jit(step_lib.make_eval_step(model, ema=bool(config.get("ema_decay"))))
 
@@ -202,11 +215,12 @@ def train_and_evaluate(config, workdir: str) -> dict:
     ckpts.save(step, state, {"step": step, "examples_seen": position})
 
   try:
-    batches = iter(pipeline.as_numpy(train_ds))
     for step in range(start + 1, steps + 1):
       batch = next_batch(batches, config.data.name)
+      if distill.saved_logits is not None:
+        batch["teacher_logits"] = distill.saved_logits.log_probs(step - 1)
       with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-        state, metrics = train_step(state, pipeline.to_global(batch, batch_sharding), *teacher_args)
+        state, metrics = train_step(state, pipeline.to_global(batch, batch_sharding), *distill.teacher_args)
       position += per_process
       history.append(metrics)
       stop = distributed.any_process(preempted.flag)  # read once (a signal may land any time), agreed by all

@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+from events import scalars
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -22,17 +23,6 @@ def run_main(workdir, data_dir, *flags, devices=8, wait=True):
     return proc
   out, _ = proc.communicate(timeout=600)
   return proc.returncode, out
-
-
-def scalars(workdir, tag):
-  import tensorflow as tf
-  values = {}
-  for path in tf.io.gfile.glob(f"{workdir}/events.out.tfevents.*"):
-    for event in tf.compat.v1.train.summary_iterator(path):
-      for value in event.summary.value:
-        if value.tag == tag:
-          values[event.step] = float(tf.make_ndarray(value.tensor))
-  return [values[k] for k in sorted(values)]
 
 
 def test_one_device_and_eight_devices_give_the_same_loss_curve(tmp_path, data_dir):
