@@ -2,6 +2,7 @@
 
   python -m jaxvit.bench --models deit_tiny_patch16_224,deit_small_patch16_224 --batch 32 \
       [--img-size N] [--dtype bfloat16] [--compare timm] [--json FILE]
+  python -m jaxvit.bench --train --models deit_tiny_patch16_224 --batch 16 [--compare timm] [--profile]
 """
 
 import argparse
@@ -23,20 +24,27 @@ def main(argv=None):
   p.add_argument("--json", help="also write the rows to this file")
   p.add_argument("--devices", type=int, help="CPU devices to split the batch over (default: one per core)")
   p.add_argument("--train", action="store_true", help="time the train step (forward + backward + AdamW) instead")
+  p.add_argument("--profile", action="store_true", help="with --train: where the step's time goes, per HLO op")
   args = p.parse_args(argv)
+  if args.profile and not args.train:
+    p.error("--profile needs --train")
   use_all_cores(args.devices)  # before JAX starts; a no-op on GPU / TPU hosts
   from jaxvit.bench.run import TRAIN_COLUMNS, benchmark, benchmark_train, format_table
   log = lambda msg: print(msg, file=sys.stderr, flush=True)
   try:
     if args.train:
       rows = benchmark_train(args.models.split(","), batch=args.batch, img_size=args.img_size, dtype=args.dtype,
-                             compare=args.compare, runs=args.runs, log=log)
+                             compare=args.compare, runs=args.runs, profile=args.profile, log=log)
     else:
       rows = benchmark(args.models.split(","), batch=args.batch, img_size=args.img_size, dtype=args.dtype,
                        compare=args.compare, runs=args.runs, peak_gflops=args.peak_gflops, log=log)
   except ValueError as err:
     sys.exit(f"error: {err}")
   print(format_table(rows, TRAIN_COLUMNS) if args.train else format_table(rows))
+  for row in rows:
+    if "profile" in row:
+      from jaxvit.bench.profile import format_profile
+      print(f"\n{row['model']}, batch {row['batch']}: " + format_profile(row["profile"]))
   if args.json:
     with open(args.json, "w") as f:
       json.dump(rows, f, indent=2)

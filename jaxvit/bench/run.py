@@ -88,9 +88,10 @@ TRAIN_COLUMNS = (("model", "model", "{}"), ("img_size", "res", "{}"), ("batch", 
 
 
 def benchmark_train(patterns, *, batch=16, img_size=None, dtype="float32", compare=None, runs=5, matmul_n=4096,
-                    log=print) -> list[dict]:
-  """Training steps/s (forward + backward + AdamW) per model, optionally against timm."""
-  from jaxvit.bench import train
+                    profile=False, log=print) -> list[dict]:
+  """Training steps/s (forward + backward + AdamW) per model, optionally against timm; with
+  `profile`, each row's `profile` holds the step's time per HLO op (`jaxvit.bench.profile`)."""
+  from jaxvit.bench import profile as profile_lib, train
   names = expand(patterns)
   for name in names:
     create_model(name, **({} if img_size is None else dict(img_size=img_size)))  # fail fast on bad input
@@ -100,7 +101,8 @@ def benchmark_train(patterns, *, batch=16, img_size=None, dtype="float32", compa
   rows = []
   for i, name in enumerate(names):
     log(f"[{i + 1}/{len(names)}] {name}: compiling and timing the train step (batch {batch})")
-    steps, macs = train.jaxvit_steps_per_second(name, batch, img_size, runs, dtype)
+    run, hlo_text, macs = train.jaxvit_train_step(name, batch, img_size, dtype)
+    steps = 1 / statistics.median(measure.time_runs(run, runs=runs, warmup=2))
     size = img_size or create_model(name).img_size
     row = dict(model=name, img_size=size, batch=batch, devices=jax.local_device_count(), dtype=dtype,
                steps_per_s=steps, images_per_s=steps * batch,
@@ -109,6 +111,9 @@ def benchmark_train(patterns, *, batch=16, img_size=None, dtype="float32", compa
       log("    timm (PyTorch, float32, torch.optim.AdamW) on the same shapes")
       row["timm_steps_per_s"] = train.timm_steps_per_second(name, batch, size, runs)
       row["vs_timm"] = steps / row["timm_steps_per_s"]
+    if profile:
+      log("    profiling the train step")
+      row["profile"] = profile_lib.profile(run, hlo_text, devices=jax.local_device_count())
     rows.append(row)
   return rows
 

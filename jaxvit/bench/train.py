@@ -14,8 +14,9 @@ from jaxvit.train import mesh as mesh_lib, state as state_lib, step as step_lib
 from jaxvit.utils import input_shape
 
 
-def jaxvit_steps_per_second(name: str, batch: int, img_size, runs: int, dtype: str = "float32") -> tuple[float, int]:
-  """Steps/s of `jaxvit.train`'s step on a batch sharded over all local devices; and MACs per image."""
+def jaxvit_train_step(name: str, batch: int, img_size, dtype: str = "float32"):
+  """`(run, hlo_text, macs_per_image)`: each `run()` is one `jaxvit.train` step (forward + backward +
+  AdamW) on a batch sharded over all local devices, compiled ahead of time."""
   model = create_model(name, dtype=jnp.dtype(dtype), **({} if img_size is None else dict(img_size=img_size)))
   shape = input_shape(model, batch)
   mesh = mesh_lib.make_mesh({"data": -1})
@@ -28,16 +29,16 @@ def jaxvit_steps_per_second(name: str, batch: int, img_size, runs: int, dtype: s
   step = step_lib.make_train_step(model, tx, step_lib.classification_loss(), optax.constant_schedule(1e-3))
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     step = jax.jit(step, in_shardings=(shardings, mesh_lib.batch_sharding(mesh)), donate_argnums=0)
-    holder = [state]
+    compiled = step.lower(state, data).compile()
+  holder = [state]
 
-    def run():
-      holder[0], metrics = step(holder[0], data)
-      jax.block_until_ready(metrics["loss"])
+  def run():
+    holder[0], metrics = compiled(holder[0], data)
+    jax.block_until_ready(metrics["loss"])
 
-    times = measure.time_runs(run, runs=runs, warmup=2)
   macs = flops.count_macs(model, jax.eval_shape(lambda: holder[0].variables()),
                           jax.ShapeDtypeStruct((1,) + shape[1:], jnp.float32))["total"]
-  return 1 / statistics.median(times), macs
+  return run, compiled.as_text(), macs
 
 
 def timm_steps_per_second(name: str, batch: int, img_size: int, runs: int) -> float:

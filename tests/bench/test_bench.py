@@ -57,12 +57,18 @@ def test_bad_arguments_are_clear():
     benchmark(["deit_tiny_patch16_224"], batch=6, log=lambda _: None)
 
 
-def test_benchmark_train_rows():
+def test_benchmark_train_rows_and_profile():
+  from jaxvit.bench.profile import format_profile
   from jaxvit.bench.run import TRAIN_COLUMNS, benchmark_train
-  rows = benchmark_train(["deit_tiny_patch16_224"], batch=8, img_size=32, runs=1, matmul_n=256, log=lambda _: None)
+  rows = benchmark_train(["deit_tiny_patch16_224"], batch=8, img_size=32, runs=1, matmul_n=256, profile=True,
+                         log=lambda _: None)
   row = rows[0]
   assert row["steps_per_s"] > 0 and 0 < row["mfu_matmul"] < 1.5
   assert "| deit_tiny_patch16_224 | 32 | 8 | 8 |" in format_table(rows, TRAIN_COLUMNS)
+  ops = {r["op"]: r for r in row["profile"]}
+  fc1 = [op for op in ops if op.endswith("encoder/blocks_i/mlp/fc1/dot_general")]  # 12 blocks folded into one row
+  assert fc1 and ops[fc1[0]]["calls"] == 12 and all(r["ms"] > 0 for r in row["profile"])
+  assert "per step and device" in format_profile(row["profile"])
 
 
 @pytest.mark.parity
