@@ -19,9 +19,17 @@ _INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%?([\w.\-]+) = (\S+)[^\n]*?op_name=\"(
 
 
 def op_names(hlo_text: str) -> dict:
-  """HLO instruction name -> (shape, JAX op name with block numbers folded)."""
-  return {m.group(1): (m.group(2), re.sub(r"blocks_\d+", "blocks_i", m.group(3)).replace("jit(step)/", ""))
-          for m in _INSTRUCTION.finditer(hlo_text)}
+  """HLO instruction name -> (shape, JAX op name with block numbers folded). An instruction XLA
+  combined from many ops (the gradient all-reduce) is named by its HLO opcode and op count."""
+  out = {}
+  for m in _INSTRUCTION.finditer(hlo_text):
+    instruction, shape, op = m.groups()
+    op = re.sub(r"blocks_\d+", "blocks_i", op).replace("jit(step)/", "")
+    if ":" in op:
+      opcode = re.sub(r"[.]\d+$", "", instruction)
+      op = f"{opcode} of {op.count(':') + 1} ops"
+    out[instruction] = ("tuple" if shape.startswith("(") else re.sub(r"\{[^}]*\}", "", shape), op)
+  return out
 
 
 def profile(run, hlo_text: str, steps: int = 2, devices: int = 1) -> list[dict]:

@@ -80,3 +80,11 @@ def test_benchmark_compares_with_timm():
   rows = benchmark(["deit_tiny_patch16_224"], batch=8, img_size=32, runs=1, matmul_n=256, compare="timm",
                    log=lambda _: None)
   assert rows[0]["timm_images_per_s"] > 0 and "jaxvit/timm" in format_table(rows)
+
+
+def test_profile_names_ops_by_their_jax_op_with_blocks_folded():
+  from jaxvit.bench.profile import op_names
+  hlo = ('  %all-reduce.154 = (f32[192]{0}, f32[3]{0}) all-reduce(%a, %b), metadata={op_name="x/blocks_1/a:y/b"}\n'
+         '  %ynn_fusion.3 = f32[1576,192]{1,0} fusion(%a), metadata={op_name="jit(step)/jvp(VT)/blocks_3/fc1/dot"}\n')
+  assert op_names(hlo) == {"all-reduce.154": ("tuple", "all-reduce of 2 ops"),
+                           "ynn_fusion.3": ("f32[1576,192]", "jvp(VT)/blocks_i/fc1/dot")}
