@@ -73,6 +73,8 @@ def check(cfg):
   feature_kind = cfg.get("feature", {}).get("kind")
   if feature_kind and feature_kind not in FEATURES:
     raise ValueError(f"config.distill.feature.kind={feature_kind!r}; accepted: {tuple(FEATURES)}")
+  if feature_kind:
+    _check_hyper("config.distill.feature.hyper", cfg.feature.get("hyper"), [FEATURES[feature_kind][0]], feature_kind)
   if not cfg.get("kind") and feature_kind:
     return
   if cfg.get("kind") not in LOSSES:
@@ -81,11 +83,15 @@ def check(cfg):
   fns = [LOSSES[cfg.kind]]
   if cfg.kind == "logit_standardization":  # passes the rest on to its base loss
     fns.append(LOSSES.get(hyper.get("base", "kd"), response.kd))
+  _check_hyper("config.distill.hyper", hyper, fns, cfg.kind)
+
+
+def _check_hyper(field: str, hyper, fns, kind: str):
   accepted = list(dict.fromkeys(p.name for fn in fns for p in inspect.signature(fn).parameters.values()
-                                if p.kind is p.KEYWORD_ONLY))
-  unknown = sorted(set(hyper) - set(accepted))
+                                if p.kind is p.KEYWORD_ONLY and p.name != "rng"))
+  unknown = sorted(set(hyper or {}) - set(accepted))
   if unknown:
-    raise ValueError(f"config.distill.hyper has {unknown} for kind={cfg.kind!r}; accepted: {accepted}")
+    raise ValueError(f"{field} has {unknown} for kind={kind!r}; accepted: {accepted}")
 
 
 def distillation_loss(cfg, base_loss: Callable, pairs: list[tuple[int, int]] = ()) -> Callable:

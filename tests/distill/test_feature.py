@@ -80,6 +80,8 @@ def test_feature_objectives_train_through_the_trainer(distill_config, tmp_path, 
     ("kind", "fitnets", "config.distill.feature.kind='fitnets'; accepted: \\('manifold'"),
     ("teacher_layers", (0, 1), "student_layers=\\[0\\] and teacher_layers=\\[0, 1\\] must pair up"),
     ("student_layers", (3,), "student_layers=\\[3\\]: blocks are 0..0"),
+    ("hyper", {"patch": 1.0}, "config.distill.feature.hyper has \\['patch'\\] for kind='manifold'; accepted: "
+                              "\\['patch_weight'"),
 ])
 def test_bad_feature_config_names_the_field(distill_config, tmp_path, field, value, match):
   config = distill_config("kd")
