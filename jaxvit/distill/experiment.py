@@ -28,7 +28,8 @@ FLAGS = flags.FLAGS
 
 
 def load_config(path: str, arg: str):
-  sys.path.insert(0, os.getcwd())  # configs import `configs.common`, as under `python -m jaxvit.main`
+  if os.getcwd() not in sys.path:  # configs import `configs.common`, as under `python -m jaxvit.main`
+    sys.path.insert(0, os.getcwd())
   spec = importlib.util.spec_from_file_location("experiment_config", path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)

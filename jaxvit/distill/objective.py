@@ -95,8 +95,8 @@ def _check_hyper(field: str, hyper, fns, kind: str):
 
 
 def distillation_loss(cfg, base_loss: Callable, pairs: list[tuple[int, int]] = ()) -> Callable:
-  """`loss_fn(logits, out, batch) -> (loss, metrics)` for the trainer, from `config.distill`."""
-  check(cfg)
+  """`loss_fn(logits, out, batch) -> (loss, metrics)` for the trainer, from a `config.distill` that
+  passed `check`."""
   kind, hyper = cfg.get("kind"), dict(cfg.get("hyper") or {})
   base_weight, weight = DEFAULT_WEIGHTS.get(kind, (1.0, 0.0))
   base_weight = base_weight if cfg.get("base_weight") is None else cfg.base_weight
