@@ -164,7 +164,7 @@ def from_config(config, model, mesh, rules, base_loss: Callable) -> Distillation
   pairs = feature_pairs(cfg.feature, model.depth, teacher.model.depth) if feature_kind else []
   keys = [f"{key}{j}" for _, j in pairs for key in FEATURES[feature_kind][1]] if feature_kind else []
 
-  def teacher_fn(params, batch):
-    logits, out = teacher.model.apply({"params": params}, teacher.renormalize(batch["image"]), train=False)
+  def teacher_fn(variables, batch):
+    logits, out = teacher.outputs(variables, batch["image"])
     return {"teacher_logits": logits, "teacher_features": {key: out[key] for key in keys}}
-  return Distillation(distillation_loss(cfg, base_loss, pairs), teacher_fn, (teacher.params,), (teacher.shardings,))
+  return Distillation(distillation_loss(cfg, base_loss, pairs), teacher_fn, (teacher.variables,), (teacher.shardings,))

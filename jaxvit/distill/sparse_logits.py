@@ -64,10 +64,10 @@ def save(config, directory: str, topk: int) -> dict:
   transform = trainer.batch_transform(config, model.num_classes)
   base_rng = state_lib.initial_rng(config.seed)
 
-  def top_k(params, batch, step):
+  def top_k(variables, batch, step):
     if transform is not None:
       batch = transform(step_lib.transform_rng(base_rng, step), batch)
-    logits, _ = teacher.model.apply({"params": params}, teacher.renormalize(batch["image"]), train=False)
+    logits, _ = teacher.outputs(variables, batch["image"])
     values, indices = jax.lax.top_k(jax.nn.softmax(logits.astype(jnp.float32)), topk)
     return values.astype(jnp.float16), indices.astype(jnp.int32)
 
@@ -83,7 +83,7 @@ def save(config, directory: str, topk: int) -> dict:
   for step in range(steps):
     batch = pipeline.to_global(trainer.next_batch(batches, config.data.name), batch_sharding)
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-      v, i = top_k(teacher.params, batch, jnp.int32(step))
+      v, i = top_k(teacher.variables, batch, jnp.int32(step))
     values[step], indices[step] = _local_rows(v), _local_rows(i)
     if jax.process_index() == 0 and ((step + 1) % 100 == 0 or step + 1 == steps):
       rate = (step + 1) / (time.time() - started)

@@ -16,9 +16,13 @@ from jaxvit.train import init_from
 
 class Teacher(NamedTuple):
   model: Any
-  params: Any  # sharded over the mesh
+  variables: Any  # {"params": ...} (+ "batch_stats" for BatchNorm models), sharded over the mesh
   shardings: Any
   renormalize: Any  # images normalised for the student -> normalised for the teacher
+
+  def outputs(self, variables, images):
+    """`(logits, out)` of the frozen teacher on the student's (normalised) images."""
+    return self.model.apply(variables, self.renormalize(images), train=False)
 
 
 def _renormalizer(student: str, teacher: str):
@@ -56,5 +60,6 @@ def load_teacher(cfg, student_name: str, num_classes: int, image_shape, mesh, ru
   if replaced:
     raise ValueError(f"config.distill.teacher.init_from={cfg.init_from!r} does not predict the student's "
                      f"{num_classes} classes: {'; '.join(replaced)}")
-  shardings = nn.logical_to_mesh_sharding(nn.get_partition_spec(boxed), mesh, rules)
-  return Teacher(model, jax.device_put(params, shardings), shardings, _renormalizer(student_name, cfg.name))
+  shardings = {"params": nn.logical_to_mesh_sharding(nn.get_partition_spec(boxed), mesh, rules)}
+  variables = jax.device_put({"params": params}, shardings)
+  return Teacher(model, variables, shardings, _renormalizer(student_name, cfg.name))

@@ -31,19 +31,19 @@ def transform_rng(state_rng, step):
 
 def make_train_step(model, tx, loss_fn: Callable, schedule: Callable, ema_decay: float | None = None,
                     batch_transform: Callable | None = None, teacher: Callable | None = None):
-  """`step(state, batch[, teacher_params]) -> (state, metrics)`; rngs are the state's key folded with the step.
+  """`step(state, batch[, teacher_variables]) -> (state, metrics)`; rngs are the state's key folded with the step.
 
-  `batch_transform(rng, batch) -> batch` runs first (Mixup / CutMix); then `teacher(teacher_params,
+  `batch_transform(rng, batch) -> batch` runs first (Mixup / CutMix); then `teacher(teacher_variables,
   batch) -> dict` adds a frozen teacher's outputs on those same images, and `batch["step"]` is the
   step number, for losses that ramp up.
   """
-  def step(state, batch, teacher_params=None):
+  def step(state, batch, teacher_variables=None):
     rng = jax.random.fold_in(state.rng, state.step)
     if batch_transform is not None:
       batch = batch_transform(transform_rng(state.rng, state.step), batch)
     batch = dict(batch, step=state.step)
     if teacher is not None:
-      batch.update(jax.lax.stop_gradient(teacher(teacher_params, batch)))
+      batch.update(jax.lax.stop_gradient(teacher(teacher_variables, batch)))
     rngs = {name: jax.random.fold_in(rng, i) for i, name in enumerate(("dropout", "drop_path", "gumbel"))}
     mutable = list(state.mutable)
 
