@@ -1,3 +1,3 @@
 """Model families; importing this package registers every model."""
 
-from jaxvit.models import vit  # noqa: F401  (registers the ViT / DeiT family)
+from jaxvit.models import regnet, resnet, vit  # noqa: F401  (each registers its family's variants)
