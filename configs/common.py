@@ -39,11 +39,12 @@ def base_config() -> ml_collections.ConfigDict:
   c.ema_decay = 0.0
   # knowledge distillation (jaxvit.distill): kind, teacher (registry name + weights, or `logits` saved by
   # python -m jaxvit.distill.save_logits), the loss's hyper-parameters, and weights (None: the official
-  # recipe's, jaxvit.distill.objective.DEFAULT_WEIGHTS); `feature`: a relation objective on paired blocks
+  # recipe's, jaxvit.distill.objective.DEFAULT_WEIGHTS); `feature`: an objective on paired blocks (weight
+  # None: jaxvit.distill.objective.FEATURE_WEIGHTS, else 1)
   c.distill = ml_collections.ConfigDict(dict(
       kind="", teacher=dict(name="", init_from="", overrides={}, logits=""), hyper={},
       base_weight=placeholder(float), weight=placeholder(float), warmup_steps=0,
-      feature=dict(kind="", student_layers=(), teacher_layers=(), weight=1.0, hyper={})))
+      feature=dict(kind="", student_layers=(), teacher_layers=(), weight=placeholder(float), hyper={})))
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, model=1))
   c.sharding_rules = ()  # () = jaxvit.train.mesh.DEFAULT_RULES
   c.log_every = 50

@@ -20,6 +20,16 @@ def _gram_mse(s, t):
   return jnp.mean((t @ jnp.swapaxes(t, -1, -2) - s @ jnp.swapaxes(s, -1, -2)) ** 2)
 
 
+def align_tokens(student_tokens, teacher_tokens):
+  """float32 student tokens without the leading tokens the teacher lacks (its distillation token),
+  and the frozen teacher's; the remaining token counts must agree."""
+  s = student_tokens.astype(jnp.float32)[:, student_tokens.shape[1] - teacher_tokens.shape[1]:]
+  t = jax.lax.stop_gradient(teacher_tokens.astype(jnp.float32))
+  if s.shape[:2] != t.shape[:2]:
+    raise ValueError(f"student tokens {student_tokens.shape} cannot be matched with teacher tokens {t.shape}")
+  return s, t
+
+
 def manifold_terms(student_tokens, teacher_tokens, random_indices):
   """Manifold distillation's three relation terms (Hao et al. 2022, arXiv:2107.01378, eqs. 4-6), as
   `huawei-noah/Efficient-Computing` `Distillation/ManifoldKD/losses.py` computes them: `(patch, sample,
@@ -27,10 +37,7 @@ def manifold_terms(student_tokens, teacher_tokens, random_indices):
   sample the `[B, B]` one of each position, random the `[K, K]` one of `random_indices` into the
   B * N flattened tokens. Like the official code, the student's extra leading tokens (class /
   distillation tokens the teacher lacks) are dropped."""
-  s = student_tokens.astype(jnp.float32)[:, student_tokens.shape[1] - teacher_tokens.shape[1]:]
-  t = jax.lax.stop_gradient(teacher_tokens.astype(jnp.float32))
-  if s.shape[:2] != t.shape[:2]:
-    raise ValueError(f"student tokens {student_tokens.shape} cannot be matched with teacher tokens {t.shape}")
+  s, t = align_tokens(student_tokens, teacher_tokens)
   flat = lambda x: x.reshape(-1, x.shape[-1])[random_indices]
   return _gram_mse(s, t), _gram_mse(s.swapaxes(0, 1), t.swapaxes(0, 1)), _gram_mse(flat(s), flat(t))
 
@@ -80,3 +87,40 @@ def tinymim(student_attn, student_values, teacher_attn, teacher_values):
   _match_heads(student_values, teacher_values)
   vv = _relation_kl(_value_relation(student_values), jax.lax.stop_gradient(_value_relation(teacher_values)))
   return attention_map(student_attn, teacher_attn) + vv
+
+
+def fitnet(projected_student_tokens, teacher_tokens):
+  """FitNets' hint loss (Romero et al. 2015, arXiv:1412.6550, eq. 3) on tokens: the mean squared error
+  between the student's hint layer after a learned linear regressor (`jaxvit.distill.learned.FitNet`)
+  and the teacher's guided layer (mdistiller `mdistiller/distillers/FitNet.py`, whose `ConvReg` becomes
+  a linear map on tokens; `F.mse_loss` averages over every element)."""
+  s, t = align_tokens(projected_student_tokens, teacher_tokens)
+  return jnp.mean((s - t) ** 2)
+
+
+def token_mask(noise, ratio: float):
+  """`[B, N]` bool from uniform `noise` `[B, N]`: True for all but each image's int(N * (1 - ratio))
+  lowest-noise tokens (MAE's per-sample shuffle masking, as ViTKD's `random_masking`)."""
+  keep = int(noise.shape[1] * (1 - ratio))
+  return jnp.argsort(jnp.argsort(noise, axis=1), axis=1) >= keep
+
+
+def vitkd(low_student, low_teacher, generated, high_teacher, mask, *, alpha: float = 3e-5, beta: float = 3e-6,
+          mask_ratio: float = 0.5):
+  """ViTKD (Yang et al. 2022, arXiv:2209.02432, eqs. 2-4), as `yzd-v/cls_KD`
+  `mmcls/models/dis_losses/vitkd.py` computes it from the aligned features:
+
+  - mimicking: alpha * sum of squared errors / B between the (linearly aligned) patch tokens of the
+    student's shallow blocks and the teacher's, `low_*` `[B, L, N, D]`;
+  - generation: beta / mask_ratio * sum of squared errors / B between the generator's prediction from
+    the masked, aligned last-layer tokens and the teacher's, at the masked tokens (`mask` `[B, N]`).
+
+  Defaults: the DeiT-T <- DeiT III-S config (alpha 3e-5, beta 3e-6, half the tokens masked), used with NKD.
+  """
+  b = generated.shape[0]
+  low_teacher = jax.lax.stop_gradient(low_teacher.astype(jnp.float32))
+  high_teacher = jax.lax.stop_gradient(high_teacher.astype(jnp.float32))
+  mimic = jnp.sum((low_student.astype(jnp.float32) - low_teacher) ** 2) / b * alpha
+  m = mask[..., None].astype(jnp.float32)
+  generation = jnp.sum((generated.astype(jnp.float32) * m - high_teacher * m) ** 2) / b * beta / mask_ratio
+  return mimic + generation

@@ -177,3 +177,101 @@ def ofa(student_logits, teacher_logits, labels, *, eps: float = 1.0, temperature
   onehot = jax.nn.one_hot(class_ids(labels), s.shape[-1])
   weight = (jax.nn.softmax(t / temperature) + onehot) ** eps - onehot
   return -jnp.mean(jnp.sum(weight * jax.nn.log_softmax(s / temperature), axis=-1))
+
+
+@jax.custom_vjp
+def gradient_reversal(x, scale):
+  """Identity forward; the backward pass multiplies the gradient by `scale` (Ganin & Lempitsky 2015).
+  As in CTKD's `models/temp_global.py` the sign lives in `scale` (its lambda runs 0 -> -1)."""
+  return x
+
+
+def _reversal_fwd(x, scale):
+  return x, scale
+
+
+def _reversal_bwd(scale, grad):
+  return scale * grad, jnp.zeros_like(scale)
+
+
+gradient_reversal.defvjp(_reversal_fwd, _reversal_bwd)
+
+
+def ctkd_temperature(theta, grl_lambda, *, t_start: float = 1.0, t_end: float = 20.0):
+  """CTKD's global temperature T = t_start + t_end * sigmoid(GRL(theta, lambda)) (Li et al. 2023,
+  arXiv:2211.16231, sec. 3.2; `zhengli97/CTKD` `helper/loops.py`)."""
+  return t_start + t_end * jax.nn.sigmoid(gradient_reversal(theta, jnp.asarray(grl_lambda, jnp.float32)))
+
+
+def ctkd_lambda(step, total_steps: int, *, lambda_max: float = 0.0, lambda_min: float = -1.0,
+               decay_fraction: float = 10 / 240):
+  """CTKD's gradient-reversal strength at `step`: cosine from lambda_max to lambda_min over the first
+  `decay_fraction` of training, then constant (`CosineDecay` in `zhengli97/CTKD` `train_student.py`;
+  its CIFAR script decays over 10 of 240 epochs)."""
+  length = max(int(round(decay_fraction * total_steps)), 1)
+  progress = jnp.minimum(jnp.asarray(step, jnp.float32), length) / length
+  return lambda_min + (lambda_max - lambda_min) * (jnp.cos(jnp.pi * progress) + 1) / 2
+
+
+def ctkd(student_logits, teacher_logits, labels=None, *, theta, grl_lambda, t_start: float = 1.0,
+         t_end: float = 20.0):
+  """Curriculum temperature KD (Li et al. 2023, arXiv:2211.16231): Hinton KD (T^2, batch mean) at the
+  learnable temperature `ctkd_temperature(theta, grl_lambda)`. The student minimises the loss while
+  the reversed gradient makes theta maximise it, ever harder as lambda goes 0 -> -1 (the objective
+  schedules lambda and owns theta, initialised to 1 as `Global_T`). `zhengli97/CTKD` `distiller_zoo/KD.py`
+  with `--have_mlp 1 --mlp_name global`; its CIFAR script weights CE 0.1 and KD 0.9."""
+  return kd(student_logits, teacher_logits,
+            temperature=ctkd_temperature(theta, grl_lambda, t_start=t_start, t_end=t_end))
+
+
+def _top2_labels(labels, num_classes):
+  """USKD's targets: `(ids [B, k], values [B, k])`: the label (k = 1) or a soft label's top two (k = 2)."""
+  if labels.ndim == 2:
+    values, ids = jax.lax.top_k(labels.astype(jnp.float32), 2)
+    return ids, values
+  return labels[:, None], jnp.ones((labels.shape[0], 1), jnp.float32)
+
+
+def uskd(student_logits, teacher_logits=None, labels=None, *, weak_logits, alpha: float = 1.0, beta: float = 0.1,
+         mu: float = 0.005):
+  """Teacher-free USKD (Yang et al. 2023, "From Knowledge Distillation to Self-Knowledge Distillation",
+  arXiv:2305.18513), as `yzd-v/cls_KD` `mmcls/models/dis_losses/uskd.py` computes it:
+
+  - target: -mean_b p~ log s_gt with p~ = s_gt^2 + 1 - mean_batch(s_gt^2) (detached);
+  - weak supervision: a linear head on a middle block's class token (`weak_logits`, block depth / 2 - 1)
+    trained by mu * CE on 0.9 / 0.1 smoothed labels;
+  - non-target: CE between the student's non-target softmax and Zipf weights 1 / rank, ranked by
+    w / (1 - w_gt) + log s / (1 - log s_gt) (the official code ranks with the student's *log*-probabilities).
+
+  Soft (Mixup) labels use their top two classes, each weighted by its mixing value. alpha 1, beta 0.1,
+  mu 0.005 are the official defaults; the total is CE + this loss. No teacher.
+  """
+  s = student_logits.astype(jnp.float32)
+  w = weak_logits.astype(jnp.float32)
+  b, num_classes = s.shape
+  ids, values = _top2_labels(labels, num_classes)
+  log_s = jax.nn.log_softmax(s)
+  s_gt = jnp.take_along_axis(jnp.exp(log_s), ids, axis=1)
+  target = s_gt ** 2 + values - jnp.mean(s_gt ** 2, axis=0, keepdims=True)
+  target = jax.lax.stop_gradient(jnp.where(values == 0, 0.0, target))
+  log_s_gt = jnp.take_along_axis(log_s, ids, axis=1)
+  loss_target = -jnp.mean(jnp.sum(target * log_s_gt, axis=1))
+
+  hard = labels.astype(jnp.float32) if labels.ndim == 2 else jax.nn.one_hot(labels, num_classes)
+  smoothed = 0.9 * hard + 0.1 / num_classes
+  log_w = jax.nn.log_softmax(w)
+  loss_weak = -jnp.mean(jnp.sum(mu * smoothed * log_w, axis=1))
+
+  w_probs = jnp.exp(log_w)
+  w_gt = jnp.take_along_axis(w_probs, ids, axis=1)
+  score = (w_probs / (1 - jnp.sum(w_gt, axis=1, keepdims=True) + 1e-6)
+           + log_s / (1 - jnp.sum(log_s_gt, axis=1, keepdims=True) + 1e-6))
+  position = jnp.argsort(jnp.argsort(-score, axis=1), axis=1)  # 0 for the highest score
+  zipf = 1.0 / (position + 1.0)
+  is_target = jnp.any(jax.nn.one_hot(ids, num_classes, dtype=bool), axis=1)
+  zipf = jnp.where(is_target, 0.0, zipf)
+  zipf = jax.lax.stop_gradient(zipf / jnp.sum(zipf, axis=1, keepdims=True))
+  non_target_logits = jnp.where(is_target, -jnp.inf, s)
+  log_non = jax.nn.log_softmax(non_target_logits)
+  loss_non = -jnp.mean(jnp.sum(jnp.where(is_target, 0.0, zipf * log_non), axis=1))
+  return alpha * loss_target + beta * loss_non + loss_weak

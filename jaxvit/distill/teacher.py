@@ -1,7 +1,9 @@
 """A frozen teacher: a registry model with weights from a converted timm checkpoint or a jaxvit run.
 
 The teacher runs inside the student's jitted train step on the same augmented (mixed) batch, its
-parameters sharded over the same mesh by their logical axis names and never updated.
+parameters sharded over the same mesh by their logical axis names and never updated. A CNN teacher
+(DeiT's RegNetY-16GF) brings its BatchNorm running statistics (`batch_stats`, replicated) and runs
+them in eval mode.
 """
 
 from typing import Any, NamedTuple
@@ -39,9 +41,9 @@ def load_teacher(cfg, student_name: str, num_classes: int, image_shape, mesh, ru
                  ) -> Teacher:
   """`cfg` is `config.distill.teacher`: `name`, `init_from` and optional `overrides` (plus `extra`).
 
-  The teacher runs at the student's input size: its position embeddings are resampled if its
-  weights are for another resolution (as `config.init_from` does); a classifier for other classes
-  is an error, since a re-initialised head would teach nothing.
+  The teacher runs at the student's input size: a ViT's position embeddings are resampled if its
+  weights are for another resolution (as `config.init_from` does), a CNN takes any size; a
+  classifier for other classes is an error, since a re-initialised head would teach nothing.
   """
   for field in ("name", "init_from"):
     if not cfg.get(field):
@@ -51,15 +53,15 @@ def load_teacher(cfg, student_name: str, num_classes: int, image_shape, mesh, ru
   model = create_model(cfg.name, **overrides)
   if hasattr(model, "img_size") and "img_size" not in overrides:
     model = model.clone(img_size=tuple(image_shape[:2]))
-  boxed = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1,) + tuple(image_shape)),
-                                            train=False)["params"])
-  source = init_from.load_params(cfg.init_from, field="config.distill.teacher.init_from")
-  params, notes = init_from.adapt(source, nn.meta.unbox(boxed), model, error_prefix=(
+  boxed = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1,) + tuple(image_shape)), train=False))
+  source = init_from.load_variables(cfg.init_from, field="config.distill.teacher.init_from")
+  variables, notes = init_from.adapt_variables(source, nn.meta.unbox(boxed), model, error_prefix=(
       f"config.distill.teacher.init_from={cfg.init_from!r} does not fit config.distill.teacher {cfg.name!r}"))
   replaced = [n for n in notes if " replaced " in n]
   if replaced:
     raise ValueError(f"config.distill.teacher.init_from={cfg.init_from!r} does not predict the student's "
                      f"{num_classes} classes: {'; '.join(replaced)}")
-  shardings = {"params": nn.logical_to_mesh_sharding(nn.get_partition_spec(boxed), mesh, rules)}
-  variables = jax.device_put({"params": params}, shardings)
+  # params by their logical axis names; batch_stats carry none, so they are replicated
+  shardings = nn.logical_to_mesh_sharding(nn.get_partition_spec(boxed), mesh, rules)
+  variables = jax.device_put(variables, shardings)
   return Teacher(model, variables, shardings, _renormalizer(student_name, cfg.name))

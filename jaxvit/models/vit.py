@@ -30,6 +30,7 @@ class Block(nn.Module):
   attn_drop_rate: float = 0.0
   return_attention: bool = False
   train: bool = False
+  norm_eps: float = 1e-6
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
 
@@ -38,12 +39,12 @@ class Block(nn.Module):
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     y, aux = layers.Attention(self.num_heads, self.qkv_bias, self.attn_drop_rate, self.proj_drop_rate,
                               self.return_attention, name="attn", **kw)(
-                                  layers.layer_norm(name="norm1", **kw)(x), train=self.train)
+                                  layers.layer_norm(self.norm_eps, name="norm1", **kw)(x), train=self.train)
     if self.init_values is not None:
       y = layers.LayerScale(self.init_values, self.param_dtype, name="ls1")(y)
     x = x + layers.drop_path(self, y, drop_path_rate, train=self.train)
     y = layers.Mlp(int(x.shape[-1] * self.mlp_ratio), drop_rate=self.proj_drop_rate, name="mlp", **kw)(
-        layers.layer_norm(name="norm2", **kw)(x), train=self.train)
+        layers.layer_norm(self.norm_eps, name="norm2", **kw)(x), train=self.train)
     if self.init_values is not None:
       y = layers.LayerScale(self.init_values, self.param_dtype, name="ls2")(y)
     x = x + layers.drop_path(self, y, drop_path_rate, train=self.train)

@@ -93,6 +93,7 @@ class Run(NamedTuple):
   shardings: Any
   checkpoints: checkpoint.Checkpoints
   meta: dict | None
+  distill: objective.Distillation
 
 
 def setup(config, workdir: str) -> Run:
@@ -105,14 +106,16 @@ def setup(config, workdir: str) -> Run:
   model = build_model(config, builder.info.features["label"].num_classes)
   steps = total_steps(config, pipeline.num_examples(builder, config.data.train_split))
   tx, schedule = optim.make_optimizer(config.optimizer, steps, getattr(model, "depth", None))
+  distill = objective.from_config(config, model, mesh, rules,
+                                  step_lib.classification_loss(config.get("label_smoothing", 0.0)), steps)
   state, shardings = state_lib.create_state(model, tx, input_shape(model)[1:], config.seed, mesh, rules,
-                                            ema=bool(config.get("ema_decay")))
+                                            ema=bool(config.get("ema_decay")), init_loss_params=distill.init_loss_params)
   ckpts = checkpoint.Checkpoints(workdir, keep=config.get("keep_checkpoints", 3),
                                  asynchronous=config.get("async_checkpoints", True))
   state, meta = ckpts.restore_latest(state, shardings)
   if meta is None and config.get("init_from"):
     state = start_from(state, shardings, model, config.init_from)
-  return Run(mesh, rules, builder, model, tx, schedule, steps, state, shardings, ckpts, meta)
+  return Run(mesh, rules, builder, model, tx, schedule, steps, state, shardings, ckpts, meta, distill)
 
 
 def next_batch(batches, dataset: str):
@@ -186,7 +189,7 @@ def batch_transform(config, num_classes: int):
 
 def train_and_evaluate(config, workdir: str) -> dict:
   """Trains `config.model` on `config.data`, evaluating and checkpointing; returns the summary."""
-  mesh, rules, builder, model, tx, schedule, steps, state, shardings, ckpts, meta = setup(config, workdir)
+  mesh, rules, builder, model, tx, schedule, steps, state, shardings, ckpts, meta, distill = setup(config, workdir)
   start = int(jax.device_get(state.step))
   position = meta["examples_seen"] if meta else 0
   if meta:
@@ -194,9 +197,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
   per_process = config.batch_size // jax.process_count()
   batches = train_batches(config, builder, position)
-  loss_fn = step_lib.classification_loss(config.get("label_smoothing", 0.0))
   transform = batch_transform(config, model.num_classes)
-  distill = objective.from_config(config, model, mesh, rules, loss_fn)
   batch_sharding = mesh_lib.batch_sharding(mesh)
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     train_step = jax.jit(step_lib.make_train_step(model, tx, distill.loss_fn, schedule, config.get("ema_decay"),

@@ -69,3 +69,20 @@ def test_deit_distillation_recipe_rejects_unknown_student():
   from configs import deit_distill_imagenet
   with pytest.raises(ValueError, match="student='base'; accepted: \\('tiny', 'small'\\)"):
     deit_distill_imagenet.get_config("student=base")
+
+
+@pytest.mark.parametrize("feature", ["vitkd", "tinymim", "manifold", "fitnet", "attention_map", "ofa"])
+@pytest.mark.parametrize("runlocal", [False, True])
+def test_deit_distillation_recipe_pairs_valid_blocks_for_every_feature_objective(feature, runlocal):
+  from configs import deit_distill_imagenet
+  from jaxvit import create_model
+  from jaxvit.distill import objective
+  kind = {"vitkd": "nkd", "ofa": "ofa"}.get(feature, "kd")
+  config = deit_distill_imagenet.get_config(f"kind={kind},feature={feature}" + (",runlocal" if runlocal else ""))
+  student = create_model(config.model.name, **config.model.overrides)
+  teacher = create_model(config.distill.teacher.name)
+  objective.check(config.distill)
+  pairs = objective.feature_pairs(config.distill.feature, student.depth, teacher.depth)
+  assert pairs and config.distill.feature.kind == feature
+  if feature in ("tinymim", "attention_map"):
+    assert student.num_heads == teacher.num_heads

@@ -53,11 +53,17 @@ def test_matches_the_official_implementation(name, hyper, value0, value1):
     np.testing.assert_allclose(float(fn(*case(seed), **hyper)), want, rtol=2e-5)
 
 
+# what the objective supplies to the losses with parameters: CTKD's temperature logit and reversal
+# strength, USKD's weak-head logits (here a fixed stand-in, as in the oracle)
+SUPPLIED = {"ctkd": lambda t: dict(theta=jnp.float32(1.0), grl_lambda=-1.0), "uskd": lambda t: dict(weak_logits=t)}
+
+
 @pytest.mark.parametrize("name", sorted(objective.LOSSES))
 def test_gradients_are_finite_and_never_reach_the_teacher(name):
   student, teacher, labels = case(0)
   fn = objective.LOSSES[name]
-  d_student, d_teacher = jax.grad(lambda s, t: fn(s, t, labels), argnums=(0, 1))(student, teacher)
+  supplied = SUPPLIED.get(name, lambda t: {})(teacher)
+  d_student, d_teacher = jax.grad(lambda s, t: fn(s, t, labels, **supplied), argnums=(0, 1))(student, teacher)
   assert np.all(np.isfinite(d_student)) and np.any(d_student != 0)
   np.testing.assert_array_equal(d_teacher, 0.0)
 
@@ -97,3 +103,62 @@ def test_hand_computed_two_class_kd():
 def test_standardize_is_the_unbiased_z_score():
   z = jnp.array([[1.0, 2.0, 3.0, 6.0]])
   np.testing.assert_allclose(distill.standardize(z), (z - 3.0) / (np.std([1, 2, 3, 6], ddof=1) + 1e-7), rtol=1e-6)
+
+
+USKD_ORACLE = [  # (hyper, weak logits: zeros or the teacher's, official value case 0, case 1)
+    ({}, "zeros", 3.530612110811037, 5.484362130287271),  # uskd_total_a1_b0.1_mu0.005_wfc0
+    ({}, "teacher", 3.570718642461944, 5.543690985029879),  # uskd_total_a1_b0.1_mu0.005_wfcTeacher
+    ({"alpha": 0.1, "mu": 0.1}, "zeros", 0.79269967790445, 0.9853687662834103),  # uskd_total_a0.1_b0.1_mu0.1_wfc0
+    ({"alpha": 0.1, "mu": 0.1}, "teacher", 0.9719883649455361, 1.3532436851478162),
+]
+
+
+@pytest.mark.parametrize("hyper,weak,value0,value1", USKD_ORACLE)
+def test_uskd_matches_the_official_implementation(hyper, weak, value0, value1):
+  """The official USKDLoss with its `fc` bypassed: `weak_logits` given directly (zeros: the ranking
+  is the student's own logit order)."""
+  for seed, want in ((0, value0), (1, value1)):
+    student, teacher, labels = case(seed)
+    weak_logits = jnp.zeros_like(teacher) if weak == "zeros" else teacher
+    np.testing.assert_allclose(float(distill.uskd(student, None, labels, weak_logits=weak_logits, **hyper)), want,
+                               rtol=2e-5)
+
+
+def test_uskd_soft_labels_weight_their_top_two_classes():
+  """A mixed label's target term weighs its two classes by their mixing values, as the official code
+  does: with the student putting all its mass on the first class, only that class's term is left."""
+  _, teacher, labels = case(1)
+  second = (labels + 3) % 10
+  mixed = 0.6 * jax.nn.one_hot(labels, 10) + 0.4 * jax.nn.one_hot(second, 10)
+  confident = 30.0 * jax.nn.one_hot(labels, 10)  # s_gt ~ 1, s_second ~ 0
+  value = distill.uskd(confident, None, mixed, weak_logits=teacher, beta=0.0, mu=0.0)
+  # first class: p~ = 1 + 0.6 - 1 = 0.6 times log s_gt ~ 0; second: p~ = 0 + 0.4 - 0 times log s ~ -30
+  np.testing.assert_allclose(value, 0.4 * 30.0, rtol=1e-4)
+
+
+def test_ctkd_matches_the_official_temperature_and_loss():
+  """`Global_T` starts at theta = 1: T = 1 + 20 sigmoid(1) = 15.6212; theta = 0 gives T = 11."""
+  np.testing.assert_allclose(distill.ctkd_temperature(jnp.float32(1.0), -1.0), 15.621171572600097, rtol=1e-6)
+  for seed, at_0, at_1 in ((0, 4.057393718064278, 4.041997399832669), (1, 5.463317794427941, 5.439967109290288)):
+    student, teacher, labels = case(seed)
+    for theta, want in ((0.0, at_0), (1.0, at_1)):
+      np.testing.assert_allclose(distill.ctkd(student, teacher, labels, theta=jnp.float32(theta), grl_lambda=0.0),
+                                 want, rtol=2e-5)
+
+
+def test_ctkd_reverses_the_temperature_gradient():
+  """The gradient reaching theta is lambda times the plain one (lambda < 0: theta ascends the loss).
+  Official dL/dtheta at theta = 0 (float64): -0.015460 (case 0), -0.030347 (case 1); float32 here."""
+  for seed, plain in ((0, -0.015460105063898888), (1, -0.03034724133211375)):
+    student, teacher, labels = case(seed)
+    grad = lambda lam: jax.grad(lambda th: distill.ctkd(student, teacher, labels, theta=th, grl_lambda=lam))(
+        jnp.float32(0.0))
+    np.testing.assert_allclose(grad(1.0), plain, rtol=1e-3)  # a float32 gradient through T = 11
+    np.testing.assert_allclose(grad(-0.5), -0.5 * grad(1.0), rtol=1e-6)
+    assert float(grad(0.0)) == 0.0
+
+
+def test_ctkd_lambda_follows_the_official_cosine_decay():
+  """`CosineDecay(0, -1, 10)` at epochs 1, 5, 10, 240 of 240 (its values), here in steps."""
+  for step, want in ((1, -0.02447174185242318), (5, -0.5), (10, -1.0), (240, -1.0)):
+    np.testing.assert_allclose(distill.ctkd_lambda(step, 240), want, rtol=1e-6, atol=1e-7)
