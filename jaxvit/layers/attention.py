@@ -14,18 +14,20 @@ class Attention(nn.Module):
   `[3 * embed]` output reshapes to), so one matmul computes q, k and v and tensor parallelism can
   shard `heads`. With `return_attention`, `aux` holds the attention maps `attn` `[B, H, N, N]`, the
   head-averaged keys `keys` `[B, N, head_dim]` (what ToMe matches tokens on) and the values
-  `values` `[B, H, N, head_dim]` (TinyMIM's V-V relation).
+  `values` `[B, H, N, head_dim]` (TinyMIM's V-V relation); with `return_keys`, only `keys`. `bias`
+  `[B, N]` is added to every query's logits per key (ToMe's proportional attention, log token size).
   """
   num_heads: int
   qkv_bias: bool = True
   attn_drop_rate: float = 0.0
   proj_drop_rate: float = 0.0
   return_attention: bool = False
+  return_keys: bool = False
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x, *, train: bool):
+  def __call__(self, x, *, train: bool, bias=None):
     dim = x.shape[-1]
     if dim % self.num_heads:
       raise ValueError(f"embed dim {dim} is not divisible by num_heads={self.num_heads}")
@@ -38,7 +40,9 @@ class Attention(nn.Module):
     q, k, v = (t[0] for t in jax.lax.split(qkv.transpose(2, 0, 3, 1, 4), (1, 1, 1), axis=0))
 
     logits = jnp.einsum("bhqd,bhkd->bhqk", q * jnp.asarray(head_dim ** -0.5, q.dtype), k).astype(jnp.float32)
-    aux = {}
+    if bias is not None:
+      logits = logits + bias[:, None, None, :].astype(jnp.float32)
+    aux = dict(keys=k.mean(axis=1)) if self.return_keys else {}
     if self.return_attention or (train and self.attn_drop_rate > 0):
       attn = jax.nn.softmax(logits, axis=-1)
       if self.return_attention:

@@ -15,9 +15,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxvit import layers
+from jaxvit.dynamic import tome
 from jaxvit.registry import IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD, register_model
 
 POS_EMBEDS = ("learn", "sincos", "none")
+REDUCTIONS = ("tome",)
 
 
 class Block(nn.Module):
@@ -31,18 +33,29 @@ class Block(nn.Module):
   return_attention: bool = False
   train: bool = False
   norm_eps: float = 1e-6
+  merge_r: int = 0  # ToMe: tokens merged between attention and MLP (jaxvit.dynamic.tome)
+  prop_attn: bool = False  # ToMe's proportional attention: log(token size) added to the logits
+  protected: tuple = (True, False)  # (class token, distillation token): never merged
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x, drop_path_rate):
+  def __call__(self, x, drop_path_rate, size=None, source=None):
+    """`(x, aux)`; with token merging, `size` `[B, N, 1]` (and `source` `[B, N, N0]`) come in and leave in `aux`."""
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    bias = jnp.log(size[..., 0]) if self.prop_attn and size is not None else None
     y, aux = layers.Attention(self.num_heads, self.qkv_bias, self.attn_drop_rate, self.proj_drop_rate,
-                              self.return_attention, name="attn", **kw)(
-                                  layers.layer_norm(self.norm_eps, name="norm1", **kw)(x), train=self.train)
+                              self.return_attention, self.merge_r > 0, name="attn", **kw)(
+                                  layers.layer_norm(self.norm_eps, name="norm1", **kw)(x), train=self.train, bias=bias)
     if self.init_values is not None:
       y = layers.LayerScale(self.init_values, self.param_dtype, name="ls1")(y)
     x = x + layers.drop_path(self, y, drop_path_rate, train=self.train)
+    if size is not None and self.merge_r > 0:
+      merge = tome.bipartite_soft_matching(aux["keys"], self.merge_r, *self.protected)
+      if source is not None:
+        aux["source"] = source = tome.merge_source(merge, source)
+      x, size = tome.merge_wavg(merge, x, size)
+      aux["size"] = size
     y = layers.Mlp(int(x.shape[-1] * self.mlp_ratio), drop_rate=self.proj_drop_rate, name="mlp", **kw)(
         layers.layer_norm(self.norm_eps, name="norm2", **kw)(x), train=self.train)
     if self.init_values is not None:
@@ -65,6 +78,7 @@ class Encoder(nn.Module):
   scan: bool = False
   remat: bool = False
   train: bool = False
+  merge: Optional[dict] = None  # ToMe: schedule (r per block), prop_attn, protected, trace_source
 
   @nn.compact
   def __call__(self, x):
@@ -80,8 +94,17 @@ class Encoder(nn.Module):
         for i in range(self.depth):
           out[f"{'block' if key == 'tokens' else key}{i}"] = stacked[i]
     else:
+      size = source = None
+      if self.merge:
+        size = jnp.ones(x.shape[:2] + (1,), x.dtype)
+        source = jnp.broadcast_to(jnp.eye(x.shape[1], dtype=x.dtype), (x.shape[0],) + (x.shape[1],) * 2) \
+            if self.merge.get("trace_source") else None
       for i in range(self.depth):
-        x, aux = block_cls(train=self.train, name=f"blocks_{i}", **self.block)(x, float(rates[i]))
+        merge = dict(merge_r=self.merge["schedule"][i], prop_attn=self.merge["prop_attn"],
+                     protected=self.merge["protected"]) if self.merge else {}
+        x, aux = block_cls(train=self.train, name=f"blocks_{i}", **self.block, **merge)(x, float(rates[i]), size,
+                                                                                        source)
+        size, source = aux.get("size", size), aux.get("source", source)
         for key, value in aux.items():
           out[f"{'block' if key == 'tokens' else key}{i}"] = value
     return x, out
@@ -111,6 +134,7 @@ class VisionTransformer(nn.Module):
   attn_drop_rate: float = 0.0
   drop_path_rate: float = 0.0
   return_attention: bool = False
+  reduction: Optional[dict] = None  # token reduction, e.g. dict(kind="tome", r=13) (REDUCTIONS)
   scan: bool = False
   remat: bool = False
   dtype: jnp.dtype = jnp.float32
@@ -145,6 +169,26 @@ class VisionTransformer(nn.Module):
     for field in ("drop_rate", "pos_drop_rate", "proj_drop_rate", "attn_drop_rate", "drop_path_rate"):
       if not 0.0 <= getattr(self, field) < 1.0:
         bad(field, getattr(self, field), "[0, 1)")
+    if self.reduction:
+      self._merge_config()
+
+  def _merge_config(self) -> Optional[dict]:
+    """The encoder's ToMe settings from `reduction` (None without one); errors name the key."""
+    if not self.reduction:
+      return None
+    cfg = dict(self.reduction)
+    kind = cfg.pop("kind", None)
+    if kind not in REDUCTIONS:
+      raise ValueError(f"{type(self).__name__}: reduction kind={kind!r}; accepted: {REDUCTIONS}")
+    unknown = sorted(set(cfg) - {"r", "prop_attn", "trace_source"})
+    if unknown or "r" not in cfg:
+      raise ValueError(f"{type(self).__name__}: reduction={self.reduction!r} needs r and accepts "
+                       f"['r', 'prop_attn', 'trace_source'] (got {unknown or 'no r'})")
+    if self.scan:
+      raise ValueError(f"{type(self).__name__}: scan=True needs the same token count in every block; "
+                       f"token reduction needs scan=False")
+    return dict(schedule=tuple(tome.parse_r(self.depth, cfg["r"])), prop_attn=bool(cfg.get("prop_attn", True)),
+                protected=(self.class_token, self.dist_token), trace_source=bool(cfg.get("trace_source", False)))
 
   def _add_pos_embed(self, x):
     """Position embedding, then prefix tokens (DeiT-III) or prefix tokens, then embedding (ViT)."""
@@ -179,7 +223,8 @@ class VisionTransformer(nn.Module):
     block = dict(num_heads=self.num_heads, mlp_ratio=self.mlp_ratio, qkv_bias=self.qkv_bias,
                  init_values=self.init_values, proj_drop_rate=self.proj_drop_rate,
                  attn_drop_rate=self.attn_drop_rate, return_attention=self.return_attention, **kw)
-    x, out = Encoder(self.depth, block, self.drop_path_rate, self.scan, self.remat, train, name="encoder")(x)
+    x, out = Encoder(self.depth, block, self.drop_path_rate, self.scan, self.remat, train, self._merge_config(),
+                     name="encoder")(x)
 
     fc_norm = self.global_pool != "token" if self.fc_norm is None else self.fc_norm
     norm = layers.layer_norm(name="fc_norm" if fc_norm else "norm", **kw)
