@@ -1,7 +1,7 @@
 """Benchmarks registered models: params, GMACs, images/s, latency, memory, MFU, and timm's speed.
 
   python -m jaxvit.bench --models deit_tiny_patch16_224,deit_small_patch16_224 --batch 32 \
-      [--img-size N] [--dtype bfloat16] [--compare timm] [--json FILE]
+      [--img-size N] [--dtype bfloat16] [--compare timm] [--reduction tome:r=13,tome:r=8] [--json FILE]
   python -m jaxvit.bench --train --models deit_tiny_patch16_224 --batch 16 [--compare timm] [--profile]
 """
 
@@ -21,6 +21,7 @@ def main(argv=None):
   p.add_argument("--compare", choices=("timm",), help="also time timm (PyTorch) on the same input")
   p.add_argument("--runs", type=int, default=5, help="timed runs per measurement (median is reported)")
   p.add_argument("--peak-gflops", type=float, help="the machine's float32 peak (default: nominal from /proc/cpuinfo)")
+  p.add_argument("--reduction", help="also measure each model with these token reductions, e.g. tome:r=13,tome:r=8")
   p.add_argument("--json", help="also write the rows to this file")
   p.add_argument("--devices", type=int, help="CPU devices to split the batch over (default: one per core)")
   p.add_argument("--train", action="store_true", help="time the train step (forward + backward + AdamW) instead")
@@ -28,8 +29,10 @@ def main(argv=None):
   args = p.parse_args(argv)
   if args.profile and not args.train:
     p.error("--profile needs --train")
+  if args.reduction and args.train:
+    p.error("--reduction times inference; drop --train")
   use_all_cores(args.devices)  # before JAX starts; a no-op on GPU / TPU hosts
-  from jaxvit.bench.run import TRAIN_COLUMNS, benchmark, benchmark_train, format_table
+  from jaxvit.bench.run import TRAIN_COLUMNS, benchmark, benchmark_train, format_table, parse_reductions
   log = lambda msg: print(msg, file=sys.stderr, flush=True)
   try:
     if args.train:
@@ -37,7 +40,8 @@ def main(argv=None):
                              compare=args.compare, runs=args.runs, profile=args.profile, log=log)
     else:
       rows = benchmark(args.models.split(","), batch=args.batch, img_size=args.img_size, dtype=args.dtype,
-                       compare=args.compare, runs=args.runs, peak_gflops=args.peak_gflops, log=log)
+                       compare=args.compare, runs=args.runs, peak_gflops=args.peak_gflops,
+                       reductions=parse_reductions(args.reduction), log=log)
   except ValueError as err:
     sys.exit(f"error: {err}")
   print(format_table(rows, TRAIN_COLUMNS) if args.train else format_table(rows))

@@ -15,8 +15,31 @@ COLUMNS = (("model", "model", "{}"), ("img_size", "res", "{}"), ("devices", "dev
            ("gmacs", "GMACs", "{:.2f}"), ("xla_gflops", "XLA GFLOPs", "{:.2f}"),
            ("images_per_s", "img/s", "{:.1f}"), ("latency_ms", "latency bs1 (ms)", "{:.1f}"),
            ("peak_mem_mb", "peak mem/device (MB)", "{:.0f}"), ("mfu_matmul", "MFU/matmul", "{:.0%}"),
-           ("mfu_peak", "MFU/peak", "{:.0%}"), ("timm_images_per_s", "timm img/s", "{:.1f}"),
-           ("vs_timm", "jaxvit/timm", "{:.2f}x"))
+           ("mfu_peak", "MFU/peak", "{:.0%}"), ("speedup", "vs unreduced", "{:.2f}x"),
+           ("timm_images_per_s", "timm img/s", "{:.1f}"), ("vs_timm", "jaxvit/timm", "{:.2f}x"))
+
+
+def parse_reductions(spec: str | None) -> list[dict]:
+  """`"tome:r=13,tome:r=8,prop_attn=False"` -> `[dict(kind="tome", r=13), dict(kind="tome", r=8, prop_attn=False)]`:
+  a `kind:` starts a reduction, later `key=value` items belong to it."""
+  import ast
+  out = []
+  for item in (i.strip() for i in (spec or "").split(",") if i.strip()):
+    if ":" in item:
+      kind, item = item.split(":", 1)
+      out.append({"kind": kind})
+    if not out or "=" not in item:
+      raise ValueError(f"--reduction item {item!r}: expected kind:key=value[,key=value...]")
+    key, value = item.split("=", 1)
+    try:
+      out[-1][key] = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+      out[-1][key] = value
+  return out
+
+
+def reduction_label(reduction: dict) -> str:
+  return reduction["kind"] + ":" + ",".join(f"{k}={v}" for k, v in reduction.items() if k != "kind")
 
 
 def expand(patterns) -> list[str]:
@@ -31,26 +54,31 @@ def expand(patterns) -> list[str]:
 
 
 def benchmark(patterns, *, batch=32, img_size=None, dtype="float32", compare=None, runs=5, peak_gflops=None,
-              matmul_n=4096, log=print) -> list[dict]:
-  """Measures each model; returns rows with the keys of `COLUMNS` (and a few more)."""
+              matmul_n=4096, reductions=(), log=print) -> list[dict]:
+  """Measures each model, and each model with each of `reductions` (`model.reduction` dicts, with
+  its speed-up over the unreduced model); returns rows with the keys of `COLUMNS` (and a few more)."""
   names = expand(patterns)
   devices = jax.local_devices()
   if batch % len(devices):
     raise ValueError(f"--batch={batch} must be a multiple of the {len(devices)} local devices (or set --devices)")
   mesh = jax.make_mesh((len(devices),), ("data",), axis_types=(jax.sharding.AxisType.Auto,), devices=devices)
   data, replicated = NamedSharding(mesh, P("data")), NamedSharding(mesh, P())
-  models = {n: create_model(n, dtype=jnp.dtype(dtype), **({} if img_size is None else dict(img_size=img_size)))
-            for n in names}  # fails fast on a bad name or size, before any timing
+  size = {} if img_size is None else dict(img_size=img_size)
+  models = {}  # (name, label) -> model; fails fast on a bad name, size or reduction, before any timing
+  for n in names:
+    models[n, ""] = create_model(n, dtype=jnp.dtype(dtype), **size)
+    for reduction in reductions:
+      models[n, reduction_label(reduction)] = create_model(n, dtype=jnp.dtype(dtype), reduction=reduction, **size)
   log(f"measuring the {jax.default_backend()} matmul peak ({matmul_n}^3, float32)...")
   matmul = measure.matmul_peak(matmul_n)
   peak, source = (peak_gflops * 1e9, "--peak-gflops") if peak_gflops else measure.nominal_cpu_peak()
   log(f"matmul: {matmul / 1e9:.1f} GFLOP/s; peak: {peak / 1e9:.1f} GFLOP/s ({source})")
-  rows, start = [], time.time()
-  for i, name in enumerate(names):
-    eta = "" if not i else f", ETA {(time.time() - start) / i * (len(names) - i):.0f}s"
-    log(f"[{i + 1}/{len(names)}] {name}: compiling{eta}")
-    model = models[name]
-    variables = init_variables(model)
+  rows, start, unreduced = [], time.time(), {}
+  for i, (name, label) in enumerate(models):
+    eta = "" if not i else f", ETA {(time.time() - start) / i * (len(models) - i):.0f}s"
+    log(f"[{i + 1}/{len(models)}] {name} {label}: compiling{eta}")
+    model = models[name, label]
+    variables = init_variables(model.clone(reduction=None) if label else model)
     shape = input_shape(model, batch)
     images = jax.device_put(measure.random_images(batch, shape[1:]), data)
     variables = jax.device_put(variables, replicated)
@@ -66,14 +94,18 @@ def benchmark(patterns, *, batch=32, img_size=None, dtype="float32", compare=Non
                                                   runs=runs, warmup=2, min_seconds=1.0))
     achieved = 2 * macs * ips
     per_device = batch // len(devices)  # XLA's cost and memory analyses describe one device's program
-    row = dict(model=name, img_size=shape[1], batch=batch, dtype=dtype, params_m=count_params(variables["params"]) / 1e6,
+    row = dict(model=f"{name} + {label}" if label else name, img_size=shape[1], batch=batch, dtype=dtype, params_m=count_params(variables["params"]) / 1e6,
                gmacs=macs / 1e9, xla_gflops=flops.xla_cost(compiled).get("flops", float("nan")) / per_device / 1e9,
                images_per_s=ips, latency_ms=latency * 1e3,
                peak_mem_mb=measure.memory_bytes(compiled).get("peak", float("nan")) / 2 ** 20,
                mfu_matmul=achieved / matmul, mfu_peak=achieved / peak if peak else float("nan"),
                matmul_gflops=matmul / 1e9, peak_gflops=peak / 1e9, backend=jax.default_backend(),
                devices=len(devices))
-    if compare == "timm":
+    if label:
+      row["reduction"], row["speedup"] = label, ips / unreduced[name]
+    else:
+      unreduced[name] = ips
+    if compare == "timm" and not label:
       log(f"    timm (PyTorch, float32) on the same input")
       row["timm_images_per_s"] = measure.timm_images_per_second(name, batch, shape[1], runs)
       row["vs_timm"] = ips / row["timm_images_per_s"]

@@ -1,3 +1,3 @@
 """Dynamic networks: token reduction (ToMe, ...) that a backbone calls, configured as `reduction=`."""
 
-from jaxvit.dynamic import tome
+from jaxvit.dynamic import evit, tome

@@ -14,7 +14,9 @@ class Attention(nn.Module):
   `[3 * embed]` output reshapes to), so one matmul computes q, k and v and tensor parallelism can
   shard `heads`. With `return_attention`, `aux` holds the attention maps `attn` `[B, H, N, N]`, the
   head-averaged keys `keys` `[B, N, head_dim]` (what ToMe matches tokens on) and the values
-  `values` `[B, H, N, head_dim]` (TinyMIM's V-V relation); with `return_keys`, only `keys`. `bias`
+  `values` `[B, H, N, head_dim]` (TinyMIM's V-V relation); with `return_keys`, only `keys`; with
+  `return_cls_attn`, `cls_attn` `[B, N - 1]`: the class token's head-averaged attention to the others
+  (EViT's token scores). `bias`
   `[B, N]` is added to every query's logits per key (ToMe's proportional attention, log token size).
   """
   num_heads: int
@@ -23,6 +25,7 @@ class Attention(nn.Module):
   proj_drop_rate: float = 0.0
   return_attention: bool = False
   return_keys: bool = False
+  return_cls_attn: bool = False
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
 
@@ -43,6 +46,8 @@ class Attention(nn.Module):
     if bias is not None:
       logits = logits + bias[:, None, None, :].astype(jnp.float32)
     aux = dict(keys=k.mean(axis=1)) if self.return_keys else {}
+    if self.return_cls_attn:
+      aux["cls_attn"] = jax.nn.softmax(logits[:, :, 0], axis=-1).mean(axis=1)[:, 1:]
     if self.return_attention or (train and self.attn_drop_rate > 0):
       attn = jax.nn.softmax(logits, axis=-1)
       if self.return_attention:

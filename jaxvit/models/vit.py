@@ -15,11 +15,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxvit import layers
-from jaxvit.dynamic import tome
+from jaxvit.dynamic import evit, tome
 from jaxvit.registry import IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD, register_model
 
 POS_EMBEDS = ("learn", "sincos", "none")
-REDUCTIONS = ("tome",)
+# reduction kind -> (accepted keys, required keys)
+REDUCTIONS = {"tome": (("r", "prop_attn", "trace_source"), ("r",)),
+              "evit": (("keep_rate", "locations", "fuse_token"), ())}
 
 
 class Block(nn.Module):
@@ -36,6 +38,8 @@ class Block(nn.Module):
   merge_r: int = 0  # ToMe: tokens merged between attention and MLP (jaxvit.dynamic.tome)
   prop_attn: bool = False  # ToMe's proportional attention: log(token size) added to the logits
   protected: tuple = (True, False)  # (class token, distillation token): never merged
+  keep_tokens: int = 0  # EViT: non-class tokens kept between attention and MLP (jaxvit.dynamic.evit)
+  fuse_token: bool = False  # EViT: the others fused into one token
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
 
@@ -45,7 +49,7 @@ class Block(nn.Module):
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     bias = jnp.log(size[..., 0]) if self.prop_attn and size is not None else None
     y, aux = layers.Attention(self.num_heads, self.qkv_bias, self.attn_drop_rate, self.proj_drop_rate,
-                              self.return_attention, self.merge_r > 0, name="attn", **kw)(
+                              self.return_attention, self.merge_r > 0, self.keep_tokens > 0, name="attn", **kw)(
                                   layers.layer_norm(self.norm_eps, name="norm1", **kw)(x), train=self.train, bias=bias)
     if self.init_values is not None:
       y = layers.LayerScale(self.init_values, self.param_dtype, name="ls1")(y)
@@ -56,6 +60,8 @@ class Block(nn.Module):
         aux["source"] = source = tome.merge_source(merge, source)
       x, size = tome.merge_wavg(merge, x, size)
       aux["size"] = size
+    if self.keep_tokens:
+      x, aux["kept"] = evit.keep_attentive(x, aux["cls_attn"], self.keep_tokens, self.fuse_token)
     y = layers.Mlp(int(x.shape[-1] * self.mlp_ratio), drop_rate=self.proj_drop_rate, name="mlp", **kw)(
         layers.layer_norm(self.norm_eps, name="norm2", **kw)(x), train=self.train)
     if self.init_values is not None:
@@ -78,7 +84,7 @@ class Encoder(nn.Module):
   scan: bool = False
   remat: bool = False
   train: bool = False
-  merge: Optional[dict] = None  # ToMe: schedule (r per block), prop_attn, protected, trace_source
+  reduction: Optional[dict] = None  # token reduction: kind, per-block `Block` fields ("blocks"), trace_source
 
   @nn.compact
   def __call__(self, x):
@@ -95,15 +101,15 @@ class Encoder(nn.Module):
           out[f"{'block' if key == 'tokens' else key}{i}"] = stacked[i]
     else:
       size = source = None
-      if self.merge:
+      red = self.reduction or {}
+      if red.get("kind") == "tome":
         size = jnp.ones(x.shape[:2] + (1,), x.dtype)
         source = jnp.broadcast_to(jnp.eye(x.shape[1], dtype=x.dtype), (x.shape[0],) + (x.shape[1],) * 2) \
-            if self.merge.get("trace_source") else None
+            if red.get("trace_source") else None
       for i in range(self.depth):
-        merge = dict(merge_r=self.merge["schedule"][i], prop_attn=self.merge["prop_attn"],
-                     protected=self.merge["protected"]) if self.merge else {}
-        x, aux = block_cls(train=self.train, name=f"blocks_{i}", **self.block, **merge)(x, float(rates[i]), size,
-                                                                                        source)
+        per_block = dict(red["blocks"][i]) if red else {}
+        x, aux = block_cls(train=self.train, name=f"blocks_{i}", **self.block, **per_block)(x, float(rates[i]), size,
+                                                                                            source)
         size, source = aux.get("size", size), aux.get("source", source)
         for key, value in aux.items():
           out[f"{'block' if key == 'tokens' else key}{i}"] = value
@@ -134,7 +140,7 @@ class VisionTransformer(nn.Module):
   attn_drop_rate: float = 0.0
   drop_path_rate: float = 0.0
   return_attention: bool = False
-  reduction: Optional[dict] = None  # token reduction, e.g. dict(kind="tome", r=13) (REDUCTIONS)
+  reduction: Optional[dict] = None  # token reduction: dict(kind="tome", r=13), dict(kind="evit", keep_rate=0.7)
   scan: bool = False
   remat: bool = False
   dtype: jnp.dtype = jnp.float32
@@ -170,25 +176,35 @@ class VisionTransformer(nn.Module):
       if not 0.0 <= getattr(self, field) < 1.0:
         bad(field, getattr(self, field), "[0, 1)")
     if self.reduction:
-      self._merge_config()
+      self._reduction_config()
 
-  def _merge_config(self) -> Optional[dict]:
-    """The encoder's ToMe settings from `reduction` (None without one); errors name the key."""
+  def _reduction_config(self) -> Optional[dict]:
+    """The encoder's token reduction from `reduction` (None without one); errors name the key."""
     if not self.reduction:
       return None
     cfg = dict(self.reduction)
     kind = cfg.pop("kind", None)
     if kind not in REDUCTIONS:
-      raise ValueError(f"{type(self).__name__}: reduction kind={kind!r}; accepted: {REDUCTIONS}")
-    unknown = sorted(set(cfg) - {"r", "prop_attn", "trace_source"})
-    if unknown or "r" not in cfg:
-      raise ValueError(f"{type(self).__name__}: reduction={self.reduction!r} needs r and accepts "
-                       f"['r', 'prop_attn', 'trace_source'] (got {unknown or 'no r'})")
+      raise ValueError(f"{type(self).__name__}: reduction kind={kind!r}; accepted: {tuple(REDUCTIONS)}")
+    accepted, required = REDUCTIONS[kind]
+    unknown, missing = sorted(set(cfg) - set(accepted)), sorted(set(required) - set(cfg))
+    if unknown or missing:
+      raise ValueError(f"{type(self).__name__}: reduction={self.reduction!r} needs {list(required)} and accepts "
+                       f"{list(accepted)} (got {unknown or 'no ' + ', '.join(missing)})")
     if self.scan:
       raise ValueError(f"{type(self).__name__}: scan=True needs the same token count in every block; "
                        f"token reduction needs scan=False")
-    return dict(schedule=tuple(tome.parse_r(self.depth, cfg["r"])), prop_attn=bool(cfg.get("prop_attn", True)),
-                protected=(self.class_token, self.dist_token), trace_source=bool(cfg.get("trace_source", False)))
+    if kind == "tome":
+      blocks = [dict(merge_r=r, prop_attn=bool(cfg.get("prop_attn", True)),
+                     protected=(self.class_token, self.dist_token)) for r in tome.parse_r(self.depth, cfg["r"])]
+      return dict(kind=kind, blocks=tuple(blocks), trace_source=bool(cfg.get("trace_source", False)))
+    if not self.class_token:
+      raise ValueError(f"{type(self).__name__}: reduction kind='evit' ranks tokens by the class token's attention; "
+                       f"it needs class_token=True")
+    fuse = bool(cfg.get("fuse_token", False))
+    keep = evit.kept_tokens(self.grid[0] * self.grid[1] + self.num_prefix_tokens - 1, self.depth,
+                            cfg.get("keep_rate", 0.7), cfg.get("locations", (3, 6, 9)), fuse)
+    return dict(kind=kind, blocks=tuple(dict(keep_tokens=k, fuse_token=fuse) for k in keep))
 
   def _add_pos_embed(self, x):
     """Position embedding, then prefix tokens (DeiT-III) or prefix tokens, then embedding (ViT)."""
@@ -223,7 +239,7 @@ class VisionTransformer(nn.Module):
     block = dict(num_heads=self.num_heads, mlp_ratio=self.mlp_ratio, qkv_bias=self.qkv_bias,
                  init_values=self.init_values, proj_drop_rate=self.proj_drop_rate,
                  attn_drop_rate=self.attn_drop_rate, return_attention=self.return_attention, **kw)
-    x, out = Encoder(self.depth, block, self.drop_path_rate, self.scan, self.remat, train, self._merge_config(),
+    x, out = Encoder(self.depth, block, self.drop_path_rate, self.scan, self.remat, train, self._reduction_config(),
                      name="encoder")(x)
 
     fc_norm = self.global_pool != "token" if self.fc_norm is None else self.fc_norm

@@ -4,7 +4,7 @@ import pytest
 
 import jaxvit
 from jaxvit.bench.flops import count_macs, jaxpr_macs
-from jaxvit.bench.run import benchmark, expand, format_table
+from jaxvit.bench.run import benchmark, expand, format_table, parse_reductions
 
 
 def vit_macs(n, d, depth, patch_dim, classes):
@@ -48,7 +48,20 @@ def test_benchmark_rows_and_table():
   assert table.count("\n") == 3 and "deit_tiny_patch16_224 | 32 | 8 | 5.68" in table
 
 
+def test_benchmark_measures_each_reduction_against_the_unreduced_model():
+  rows = benchmark(["deit_tiny_patch16_224"], batch=8, img_size=64, runs=1, matmul_n=256,
+                   reductions=parse_reductions("tome:r=4,tome:r=2,prop_attn=False"), log=lambda _: None)
+  assert [r["model"] for r in rows] == ["deit_tiny_patch16_224", "deit_tiny_patch16_224 + tome:r=4",
+                                        "deit_tiny_patch16_224 + tome:r=2,prop_attn=False"]
+  plain, r4, r2 = rows
+  assert "speedup" not in plain and r4["speedup"] == r4["images_per_s"] / plain["images_per_s"]
+  assert plain["params_m"] == r4["params_m"] and r2["gmacs"] > r4["gmacs"]
+  assert r4["gmacs"] < plain["gmacs"]
+
+
 def test_bad_arguments_are_clear():
+  with pytest.raises(ValueError, match="expected kind:key=value"):
+    parse_reductions("r=13")
   with pytest.raises(ValueError, match="matches no registered model"):
     expand(["nope_*"])
   with pytest.raises(ValueError, match="did you mean"):

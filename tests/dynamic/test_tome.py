@@ -120,8 +120,8 @@ def test_tome_trains_under_jit_with_static_shapes():
 
 
 @pytest.mark.parametrize("reduction,overrides,match", [
-    (dict(kind="evit", r=1), {}, "reduction kind='evit'; accepted: \\('tome',\\)"),
-    (dict(kind="tome"), {}, "needs r"),
+    (dict(kind="tokenlearner", r=1), {}, "reduction kind='tokenlearner'; accepted: \\('tome', 'evit'\\)"),
+    (dict(kind="tome"), {}, "needs \\['r'\\] .* \\(got no r\\)"),
     (dict(kind="tome", r=2, ratio=0.5), {}, "got \\['ratio'\\]"),
     (dict(kind="tome", r=2), dict(scan=True), "token reduction needs scan=False"),
 ])
