@@ -22,6 +22,8 @@ def main(argv=None):
   p.add_argument("--runs", type=int, default=5, help="timed runs per measurement (median is reported)")
   p.add_argument("--peak-gflops", type=float, help="the machine's float32 peak (default: nominal from /proc/cpuinfo)")
   p.add_argument("--reduction", help="also measure each model with these token reductions, e.g. tome:r=13,tome:r=8")
+  p.add_argument("--report", help="with --reduction: write this markdown page (and a PNG plot beside it), "
+                                  "e.g. docs/dynamic.md")
   p.add_argument("--json", help="also write the rows to this file")
   p.add_argument("--devices", type=int, help="CPU devices to split the batch over (default: one per core)")
   p.add_argument("--train", action="store_true", help="time the train step (forward + backward + AdamW) instead")
@@ -31,6 +33,8 @@ def main(argv=None):
     p.error("--profile needs --train")
   if args.reduction and args.train:
     p.error("--reduction times inference; drop --train")
+  if args.report and not args.reduction:
+    p.error("--report needs --reduction")
   use_all_cores(args.devices)  # before JAX starts; a no-op on GPU / TPU hosts
   from jaxvit.bench.run import TRAIN_COLUMNS, benchmark, benchmark_train, format_table, parse_reductions
   log = lambda msg: print(msg, file=sys.stderr, flush=True)
@@ -45,6 +49,10 @@ def main(argv=None):
   except ValueError as err:
     sys.exit(f"error: {err}")
   print(format_table(rows, TRAIN_COLUMNS) if args.train else format_table(rows))
+  if args.report:
+    from jaxvit.bench.report import write_dynamic_report
+    write_dynamic_report(rows, args.report, "python -m jaxvit.bench " + " ".join(argv or sys.argv[1:]))
+    print(f"wrote {args.report}")
   for row in rows:
     if "profile" in row:
       from jaxvit.bench.profile import format_profile

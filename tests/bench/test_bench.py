@@ -48,7 +48,7 @@ def test_benchmark_rows_and_table():
   assert table.count("\n") == 3 and "deit_tiny_patch16_224 | 32 | 8 | 5.68" in table
 
 
-def test_benchmark_measures_each_reduction_against_the_unreduced_model():
+def test_benchmark_measures_each_reduction_against_the_unreduced_model(tmp_path):
   rows = benchmark(["deit_tiny_patch16_224"], batch=8, img_size=64, runs=1, matmul_n=256,
                    reductions=parse_reductions("tome:r=4,tome:r=2,prop_attn=False"), log=lambda _: None)
   assert [r["model"] for r in rows] == ["deit_tiny_patch16_224", "deit_tiny_patch16_224 + tome:r=4",
@@ -57,6 +57,10 @@ def test_benchmark_measures_each_reduction_against_the_unreduced_model():
   assert "speedup" not in plain and r4["speedup"] == r4["images_per_s"] / plain["images_per_s"]
   assert plain["params_m"] == r4["params_m"] and r2["gmacs"] > r4["gmacs"]
   assert r4["gmacs"] < plain["gmacs"]
+  from jaxvit.bench.report import write_dynamic_report
+  text = write_dynamic_report(rows, str(tmp_path / "docs" / "dynamic.md"), "python -m jaxvit.bench ...")
+  assert (tmp_path / "docs" / "dynamic.md").read_text() == text and (tmp_path / "docs" / "dynamic.png").stat().st_size
+  assert "| deit_tiny_patch16_224 + tome:r=4 |" in text and f"{r4['speedup']:.2f}x" in text
 
 
 def test_bad_arguments_are_clear():
