@@ -28,3 +28,15 @@ def count_params(model_or_params) -> int:
     tree = jax.eval_shape(lambda x: model_or_params.init(jax.random.key(0), x, train=False), images)["params"]
   tree = nn.meta.unbox(tree)
   return int(sum(np.prod(x.shape) for x in jax.tree.leaves(tree)))
+
+
+def config_error(module, field: str, value, accepted) -> ValueError:
+  """The one error a model's `validate()` raises: names the field, its value and what is accepted."""
+  return ValueError(f"{type(module).__name__}: {field}={value!r}; accepted: {accepted}")
+
+
+def check_rates(module, fields):
+  """Raises `config_error` for any of the module's rate `fields` (dropout, drop path) outside [0, 1)."""
+  for field in fields:
+    if not 0.0 <= getattr(module, field) < 1.0:
+      raise config_error(module, field, getattr(module, field), "[0, 1)")

@@ -1,7 +1,7 @@
 """Reusable blocks with no model-level wiring."""
 
 from jaxvit.layers.attention import Attention
-from jaxvit.layers.conv import ConvBN, avg_pool_ceil, batch_norm, conv2d, global_avg_pool
+from jaxvit.layers.conv import ClassifierHead, ConvBN, avg_pool_ceil, batch_norm, conv2d
 from jaxvit.layers.drop import drop_path
 from jaxvit.layers.init import dense, layer_norm, with_axes
 from jaxvit.layers.layer_scale import LayerScale

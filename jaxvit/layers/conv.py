@@ -3,13 +3,14 @@
 `conv2d` is torch's `Conv2d(bias=False)` on NHWC images: symmetric padding `(k - 1) // 2` (timm's
 `get_padding` for odd kernels) and He-normal (fan-out) init, kernel HWIO `[k, k, C_in / groups, C_out]`.
 `batch_norm` is torch's `BatchNorm2d` (eps 1e-5, running-average momentum 0.1): scale / bias in
-`params`, running mean / var in `batch_stats`. `ConvBN` is timm's `ConvNormAct` (`conv`, `bn`, ReLU).
+`params`, running mean / var in `batch_stats`. `ConvBN` is timm's `ConvNormAct` (`conv`, `bn`, ReLU); `ClassifierHead` its
+`ClassifierHead` (global average pool, dropout, `fc`).
 """
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxvit.layers.init import ones, with_axes, zeros
+from jaxvit.layers.init import dense, ones, with_axes, zeros
 
 he_normal_fan_out = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
@@ -61,6 +62,19 @@ def avg_pool_ceil(x):
                      count_include_pad=False)
 
 
-def global_avg_pool(x):
-  """`[B, H, W, C] -> [B, C]`: the mean over the spatial axes (timm's `SelectAdaptivePool2d('avg')`)."""
-  return jnp.mean(x, axis=(1, 2))
+class ClassifierHead(nn.Module):
+  """`[B, H, W, C] -> (pre_logits [B, C], logits [B, num_classes])`: global average pool, dropout,
+  then `fc` (zero-initialised, as jaxvit's heads); `num_classes=0` gives `logits = pre_logits`."""
+  num_classes: int
+  drop_rate: float = 0.0
+  dtype: jnp.dtype = jnp.float32
+  param_dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    pooled = jnp.mean(x, axis=(1, 2))
+    if self.num_classes == 0:
+      return pooled, pooled
+    x = nn.Dropout(self.drop_rate)(pooled, deterministic=not train)
+    return pooled, dense(self.num_classes, ("embed", "classes"), name="fc", kernel_init=zeros, dtype=self.dtype,
+                         param_dtype=self.param_dtype)(x)

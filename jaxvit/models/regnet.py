@@ -16,8 +16,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxvit import layers
-from jaxvit.layers import ConvBN, SqueezeExcite, global_avg_pool
+from jaxvit.layers import ClassifierHead, ConvBN, SqueezeExcite
 from jaxvit.registry import register_model
+from jaxvit.utils import check_rates, config_error
 
 
 def regnet_widths(w0: int, wa: float, wm: float, depth: int, group_size: int, quant: int = 8):
@@ -86,19 +87,14 @@ class RegNet(nn.Module):
 
   def validate(self):
     """Raises a ValueError naming the field for an inconsistent configuration."""
-    def bad(field, value, accepted):
-      raise ValueError(f"{type(self).__name__}: {field}={value!r}; accepted: {accepted}")
     for field in ("depths", "widths", "group_sizes"):
       if len(getattr(self, field)) != 4:
-        bad(field, getattr(self, field), "four stage values")
+        raise config_error(self, field, getattr(self, field), "four stage values")
     if min(self.depths) < 1:
-      bad("depths", self.depths, "four stage depths >= 1")
-    for width, group in zip(self.widths, self.group_sizes):
-      if group < 1 or width % group:
-        bad("group_sizes", self.group_sizes, f"divisors of the stage widths {tuple(self.widths)}")
-    for field in ("drop_rate", "drop_path_rate", "se_ratio"):
-      if not 0.0 <= getattr(self, field) < 1.0:
-        bad(field, getattr(self, field), "[0, 1)")
+      raise config_error(self, "depths", self.depths, "four stage depths >= 1")
+    if any(group < 1 or width % group for width, group in zip(self.widths, self.group_sizes)):
+      raise config_error(self, "group_sizes", self.group_sizes, f"divisors of the stage widths {tuple(self.widths)}")
+    check_rates(self, ("drop_rate", "drop_path_rate", "se_ratio"))
 
   @nn.compact
   def __call__(self, images, *, train: bool = False):
@@ -112,14 +108,8 @@ class RegNet(nn.Module):
       x = Stage(depth, block, tuple(rates[starts[stage]:starts[stage + 1]]), name=f"s{stage + 1}")(x)
       x = nn.with_logical_constraint(x, ("batch", None, None, None))
       out[f"stage{stage}"] = x
-    x = global_avg_pool(x)
-    out["pre_logits"] = x
-    if self.num_classes == 0:
-      return x, out
-    x = nn.Dropout(self.drop_rate)(x, deterministic=not train)
-    logits = Head(self.num_classes, **kw, name="head")(x)
-    out["logits"] = logits
-    return logits, out
+    out["pre_logits"], out["logits"] = ClassifierHead(self.num_classes, self.drop_rate, name="head", **kw)(x, train)
+    return out["logits"], out
 
 
 class Stage(nn.Module):
@@ -135,18 +125,6 @@ class Stage(nn.Module):
     return x
 
 
-class Head(nn.Module):
-  """The classifier `fc` inside timm's `ClassifierHead` (`head/fc`), zero-initialised as jaxvit's heads."""
-  num_classes: int
-  dtype: jnp.dtype = jnp.float32
-  param_dtype: jnp.dtype = jnp.float32
-
-  @nn.compact
-  def __call__(self, x):
-    return layers.dense(self.num_classes, ("embed", "classes"), name="fc", kernel_init=nn.initializers.zeros,
-                        dtype=self.dtype, param_dtype=self.param_dtype)(x)
-
-
 def _register(name, w0, wa, wm, depth, group_size, crop_pct, se_ratio=0.25):
   """Registers `name` as a `RegNet` from its RegNet parameters (timm's `model_cfgs`) and default crop."""
   depths, widths, groups = regnet_widths(w0, wa, wm, depth, group_size)
@@ -158,15 +136,19 @@ def _register(name, w0, wa, wm, depth, group_size, crop_pct, se_ratio=0.25):
 
 
 # name: w0, wa, wm, depth, group_size (timm's `model_cfgs`), crop_pct of timm's default weights
-_register("regnety_002", 24, 36.44, 2.49, 13, 8, 0.875)
-_register("regnety_004", 48, 27.89, 2.09, 16, 8, 0.965)
-_register("regnety_006", 48, 32.54, 2.32, 15, 16, 0.875)
-_register("regnety_008", 56, 38.84, 2.4, 14, 16, 0.875)
-_register("regnety_016", 48, 20.71, 2.65, 27, 24, 0.965)
-_register("regnety_032", 80, 42.63, 2.66, 21, 24, 0.95)
-_register("regnety_040", 96, 31.41, 2.24, 22, 64, 0.95)
-_register("regnety_064", 112, 33.22, 2.27, 25, 72, 0.95)
-_register("regnety_080", 192, 76.82, 2.19, 17, 56, 0.95)
-_register("regnety_120", 168, 73.36, 2.37, 19, 112, 0.95)
-_register("regnety_160", 200, 106.23, 2.48, 18, 112, 0.95)
-_register("regnety_320", 232, 115.89, 2.53, 20, 232, 0.965)
+_CFGS = {
+    "regnety_002": (24, 36.44, 2.49, 13, 8, 0.875),
+    "regnety_004": (48, 27.89, 2.09, 16, 8, 0.965),
+    "regnety_006": (48, 32.54, 2.32, 15, 16, 0.875),
+    "regnety_008": (56, 38.84, 2.4, 14, 16, 0.875),
+    "regnety_016": (48, 20.71, 2.65, 27, 24, 0.965),
+    "regnety_032": (80, 42.63, 2.66, 21, 24, 0.95),
+    "regnety_040": (96, 31.41, 2.24, 22, 64, 0.95),
+    "regnety_064": (112, 33.22, 2.27, 25, 72, 0.95),
+    "regnety_080": (192, 76.82, 2.19, 17, 56, 0.95),
+    "regnety_120": (168, 73.36, 2.37, 19, 112, 0.95),
+    "regnety_160": (200, 106.23, 2.48, 18, 112, 0.95),
+    "regnety_320": (232, 115.89, 2.53, 20, 232, 0.965),
+}
+for _name, _cfg in _CFGS.items():
+  _register(_name, *_cfg)

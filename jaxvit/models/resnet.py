@@ -3,8 +3,8 @@ and ResNeXt's grouped bottlenecks (arXiv:1611.05431); timm's `resnet.py` is the 
 
 Plain `resnetN` is torchvision's ResNet (v1.5: the stride on the 3x3 conv; 7x7 stem); `resnetNd` has
 the deep 3x3 stem and an average-pool downsample shortcut, `resnetNt` the tiered deep stem. Parameter
-and batch-stat names mirror timm's (`conv1`, `bn1`, `layer1_0/conv1`, `fc`, ...) so weights convert
-one to one (`jaxvit.convert`). Returns `(logits, out)`; `out` holds `stage0` ... `stage3` feature
+and batch-stat names mirror timm's (`conv1`, `bn1`, `layer1_0/conv1`, ...) so weights convert one to
+one (`jaxvit.convert`). Returns `(logits, out)`; `out` holds `stage0` ... `stage3` feature
 maps `[B, H, W, C]`, `pre_logits` `[B, num_features]` and `logits`. BatchNorm keeps `batch_stats`.
 """
 
@@ -15,36 +15,20 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxvit import layers
-from jaxvit.layers import avg_pool_ceil, batch_norm, conv2d, global_avg_pool
+from jaxvit.layers import ClassifierHead, ConvBN, avg_pool_ceil, batch_norm, conv2d
 from jaxvit.registry import register_model
+from jaxvit.utils import check_rates, config_error
 
 BLOCKS = ("basic", "bottleneck")
 STEMS = ("", "deep", "deep_tiered")
 EXPANSION = {"basic": 1, "bottleneck": 4}
 
 
-class Shortcut(nn.Module):
-  """The projection shortcut: 1x1 conv with the stride (timm's `downsample_conv`), or with
-  `avg_down` a 2x2 average pool then a 1x1 conv (`downsample_avg`, ResNet-D); then BatchNorm."""
-  features: int
-  stride: int
-  avg_down: bool
-  train: bool = False
-  dtype: jnp.dtype = jnp.float32
-  param_dtype: jnp.dtype = jnp.float32
-
-  @nn.compact
-  def __call__(self, x):
-    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-    if self.avg_down and self.stride > 1:
-      x = avg_pool_ceil(x)
-    x = conv2d(self.features, 1, 1 if self.avg_down else self.stride, name="conv", **kw)(x)
-    return batch_norm(self.train, name="bn", **kw)(x)
-
-
 class Block(nn.Module):
   """A residual block: `basic` (two 3x3 convs) or `bottleneck` (1x1 -> 3x3 grouped -> 1x1, x4 wide);
-  its last BatchNorm starts at zero, as timm's `zero_init_last`."""
+  its last BatchNorm starts at zero, as timm's `zero_init_last`. Where the shape changes, the
+  shortcut `downsample` is a strided 1x1 conv + BN, or with `avg_down` (ResNet-D) a 2x2 average
+  pool, then the 1x1 conv + BN."""
   kind: str
   planes: int
   stride: int = 1
@@ -70,7 +54,9 @@ class Block(nn.Module):
       y = batch_norm(self.train, zero_init=i == len(convs), name=f"bn{i}", **kw)(y)
       y = nn.relu(y) if i < len(convs) else y
     if self.stride != 1 or x.shape[-1] != out_chs:
-      x = Shortcut(out_chs, self.stride, self.avg_down, self.train, name="downsample", **kw)(x)
+      pool = self.avg_down and self.stride > 1
+      x = ConvBN(out_chs, 1, 1 if self.avg_down else self.stride, act=False, train=self.train, name="downsample",
+                 **kw)(avg_pool_ceil(x) if pool else x)
     return nn.relu(x + layers.drop_path(self, y, drop_path_rate, train=self.train))
 
 
@@ -101,21 +87,18 @@ class ResNet(nn.Module):
 
   def validate(self):
     """Raises a ValueError naming the field for an inconsistent configuration."""
-    def bad(field, value, accepted):
-      raise ValueError(f"{type(self).__name__}: {field}={value!r}; accepted: {accepted}")
     if self.block not in BLOCKS:
-      bad("block", self.block, BLOCKS)
+      raise config_error(self, "block", self.block, BLOCKS)
     if self.stem_type not in STEMS:
-      bad("stem_type", self.stem_type, STEMS)
+      raise config_error(self, "stem_type", self.stem_type, STEMS)
     if len(self.depths) != 4 or min(self.depths) < 1:
-      bad("depths", self.depths, "four stage depths >= 1")
+      raise config_error(self, "depths", self.depths, "four stage depths >= 1")
     if len(self.channels) != 4:
-      bad("channels", self.channels, "four stage widths")
+      raise config_error(self, "channels", self.channels, "four stage widths")
     if self.block == "basic" and (self.cardinality, self.base_width) != (1, 64):
-      bad("cardinality", (self.cardinality, self.base_width), "cardinality=1, base_width=64 for block='basic'")
-    for field in ("drop_rate", "drop_path_rate"):
-      if not 0.0 <= getattr(self, field) < 1.0:
-        bad(field, getattr(self, field), "[0, 1)")
+      raise config_error(self, "cardinality, base_width", (self.cardinality, self.base_width),
+                         "(1, 64) for block='basic'")
+    check_rates(self, ("drop_rate", "drop_path_rate"))
 
   def _stem(self, x, train):
     """`[B, H, W, C] -> [B, H / 4, W / 4, 64 or 2 x stem_width]`: conv(s), BN, ReLU, 3x3 max pool."""
@@ -145,15 +128,8 @@ class ResNet(nn.Module):
         index += 1
       x = nn.with_logical_constraint(x, ("batch", None, None, None))
       out[f"stage{stage}"] = x
-    x = global_avg_pool(x)
-    out["pre_logits"] = x
-    if self.num_classes == 0:
-      return x, out
-    x = nn.Dropout(self.drop_rate)(x, deterministic=not train)
-    logits = layers.dense(self.num_classes, ("embed", "classes"), name="fc", kernel_init=nn.initializers.zeros,
-                          **kw)(x)
-    out["logits"] = logits
-    return logits, out
+    out["pre_logits"], out["logits"] = ClassifierHead(self.num_classes, self.drop_rate, name="head", **kw)(x, train)
+    return out["logits"], out
 
 
 def _register(name, crop_pct=0.875, img_size=224, **arch):
