@@ -1,18 +1,21 @@
-"""timm (PyTorch) weights -> jaxvit params.
+"""timm (PyTorch) weights -> jaxvit variables (`params`, and BatchNorm's `batch_stats`).
 
 `from_timm(torch_module)` converts a live timm model; `convert_state_dict(name, state_dict)` a
 checkpoint's tensors; `python -m jaxvit.convert` a checkpoint file into an orbax checkpoint.
+A family module supplies `timm_name`, optionally `special`, `HEADS`, `TIMM_ARGS` and
+`overrides_from_timm` (see `mapping.py`).
 """
 
+import flax
 import numpy as np
 
-from jaxvit.convert import vit
+from jaxvit.convert import regnet, resnet, vit
 from jaxvit.convert.io import load_converted, read_state_dict, save_converted
 from jaxvit.convert.mapping import ConversionError, abstract_params, convert_state_dict as _convert, loop_to_scan
 from jaxvit.registry import _check_name, create_model
 
-# jaxvit module class -> family mapping module (timm_name, special, HEADS, overrides_from_timm)
-FAMILIES = {"VisionTransformer": vit}
+# jaxvit module class -> family mapping module (timm_name, special, HEADS, TIMM_ARGS, overrides_from_timm)
+FAMILIES = {"VisionTransformer": vit, "ResNet": resnet, "RegNet": regnet}
 
 
 def _family(model):
@@ -22,38 +25,47 @@ def _family(model):
     raise ValueError(f"no timm conversion for {type(model).__name__}; families: {sorted(FAMILIES)}") from None
 
 
+def head_params(model) -> dict:
+  """`{param path: ShapeDtypeStruct}` of the model's classifier(s) (its family's `HEADS`)."""
+  flat = flax.traverse_util.flatten_dict(abstract_params(model), sep="/")
+  return {path: v for path, v in flat.items() if path.split("/")[0] in _family(model).HEADS}
+
+
+def head_keys(model) -> set:
+  """The timm checkpoint keys of the model's classifier(s)."""
+  return {_family(model).timm_name(path, model) for path in head_params(model)}
+
+
 def convert_state_dict(name: str, state_dict: dict, *, reset_head: bool = False, **overrides):
   """Converts a timm `state_dict` (numpy or torch tensors) for registered model `name`.
 
-  Returns `(model, variables)`. With `reset_head`, classifier weights that do not fit
-  `num_classes` are re-initialised (zeros, as jaxvit initialises heads) instead of failing.
+  Returns `(model, variables)`: `{"params": ...}`, plus `batch_stats` for BatchNorm models. With
+  `reset_head`, classifier weights that do not fit `num_classes` are re-initialised (zeros, as
+  jaxvit initialises heads) instead of failing.
   """
   model = create_model(name, **overrides)
   family = _family(model)
   state = {k: np.asarray(v.detach().cpu().numpy() if hasattr(v, "detach") else v) for k, v in state_dict.items()}
-  heads = tuple(family.HEADS) if reset_head else ()
-  params = _convert({k: v for k, v in state.items() if not k.startswith(tuple(h + "." for h in heads))},
-                    model, family.timm_name, family.special, skip=lambda path: path.split("/")[0] in heads)
-  if reset_head:
-    abstract = abstract_params(model)
-    for head in heads:
-      if head in abstract:  # zeros, as jaxvit initialises classifier heads
-        params[head] = {k: np.zeros(v.shape, v.dtype) for k, v in abstract[head].items()}
+  heads = head_params(model) if reset_head else {}
+  dropped = head_keys(model) if reset_head else set()
+  variables = _convert({k: v for k, v in state.items() if k not in dropped}, model, family.timm_name,
+                       getattr(family, "special", None), skip=lambda path: path in heads)
+  if reset_head:  # zeros, as jaxvit initialises classifier heads
+    params = flax.traverse_util.flatten_dict(variables["params"], sep="/")
+    params.update({path: np.zeros(v.shape, v.dtype) for path, v in heads.items()})
+    variables["params"] = flax.traverse_util.unflatten_dict(params, sep="/")
   if getattr(model, "scan", False):
-    params = loop_to_scan(params)
-  return model, {"params": params}
+    variables["params"] = loop_to_scan(variables["params"])
+  return model, variables
 
 
 def head_mismatch(name: str, state_dict: dict, **overrides) -> str | None:
   """Why the checkpoint's classifier does not fit model `name` with `overrides`, or None if it does."""
   model = create_model(name, **overrides)
-  family = _family(model)
-  abstract = abstract_params(model)
-  for head in family.HEADS:
-    for leaf, target in abstract.get(head, {}).items():
-      key = family.timm_name(f"{head}/{leaf}", model)
-      if key in state_dict and np.size(state_dict[key]) != np.prod(target.shape):
-        return f"checkpoint {key} has shape {tuple(np.shape(state_dict[key]))}, the model needs {target.shape}"
+  for path, target in head_params(model).items():
+    key = _family(model).timm_name(path, model)
+    if key in state_dict and np.size(state_dict[key]) != np.prod(target.shape):
+      return f"checkpoint {key} has shape {tuple(np.shape(state_dict[key]))}, the model needs {target.shape}"
   return None
 
 
@@ -72,5 +84,5 @@ def from_timm(torch_module, **overrides):
   return convert_state_dict(name, torch_module.state_dict(), **kw)
 
 
-__all__ = ["ConversionError", "convert_state_dict", "from_timm", "head_mismatch", "load_converted", "read_state_dict",
-           "save_converted"]
+__all__ = ["ConversionError", "convert_state_dict", "from_timm", "head_keys", "head_mismatch", "head_params",
+           "load_converted", "read_state_dict", "save_converted"]

@@ -11,7 +11,8 @@ import time
 import jax
 import numpy as np
 
-from jaxvit.convert import FAMILIES, ConversionError, convert_state_dict, head_mismatch, read_state_dict, save_converted
+from jaxvit.convert import (FAMILIES, ConversionError, convert_state_dict, head_keys, head_mismatch, read_state_dict,
+                            save_converted)
 from jaxvit.utils import input_shape
 
 
@@ -19,13 +20,16 @@ def verify(name, state_dict, model, variables, reset_head) -> float:
   """Max abs difference between timm and jaxvit on one random batch (pre-logits if the head was reset)."""
   import timm
   import torch
-  tm = timm.create_model(name, pretrained=False, num_classes=model.num_classes, img_size=model.img_size).eval()
+  family = FAMILIES[type(model).__name__]
+  kwargs = {field: getattr(model, field) for field in family.TIMM_ARGS}
+  tm = timm.create_model(name, pretrained=False, num_classes=model.num_classes, **kwargs).eval()
   module = sys.modules[type(tm).__module__]
   filter_fn = getattr(module, "checkpoint_filter_fn", None)
   state = {k: torch.from_numpy(np.asarray(v)) for k, v in state_dict.items()}
   state = filter_fn(state, tm) if filter_fn else state
   if reset_head:
-    state = {k: v for k, v in state.items() if k.split(".")[0] not in FAMILIES[type(model).__name__].HEADS}
+    dropped = head_keys(model)
+    state = {k: v for k, v in state.items() if k not in dropped}
   tm.load_state_dict(state, strict=not reset_head)
   images = np.random.RandomState(0).standard_normal(input_shape(model, 2)).astype(np.float32)
   with torch.no_grad():
@@ -43,7 +47,7 @@ def main(argv=None):
   p.add_argument("--model", required=True, help="registered model name (timm's name), e.g. deit_small_patch16_224")
   p.add_argument("--checkpoint", required=True, help="timm weights: .safetensors, .pth, .pt or .bin")
   p.add_argument("--out", required=True, help="output directory (orbax checkpoint + jaxvit_model.json)")
-  p.add_argument("--img-size", type=int, help="input size; position embeddings are resampled")
+  p.add_argument("--img-size", type=int, help="input size; position embeddings are resampled (CNNs take any size)")
   p.add_argument("--num-classes", type=int, help="classes; a head of another size is re-initialised")
   p.add_argument("--verify", action="store_true", help="compare with timm on a random batch (needs timm)")
   args = p.parse_args(argv)
@@ -58,7 +62,7 @@ def main(argv=None):
     sys.exit(f"error: {err}")
   if mismatch:
     print(f"head re-initialised for {args.num_classes} classes: {mismatch}")
-  n = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(variables))
+  n = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(variables["params"]))
   save_converted(args.out, variables, args.model, overrides, source=args.checkpoint)
   print(f"converted {args.model}: {n / 1e6:.2f}M parameters -> {args.out} ({time.time() - start:.1f}s)")
   if args.verify:

@@ -1,6 +1,8 @@
-"""Generic timm state_dict -> jaxvit params conversion, driven by a per-family name mapping.
+"""Generic timm state_dict -> jaxvit variables conversion, driven by a per-family name mapping.
 
-A family supplies `timm_name(jax_path, model) -> str` and, where a tensor needs more than the
+Every collection is filled: `params` from weights, `batch_stats` (BatchNorm's running `mean` / `var`)
+from timm's `running_mean` / `running_var` buffers; `num_batches_tracked` has no counterpart. A family
+supplies `timm_name(jax_path, model) -> str` and, where a tensor needs more than the
 generic layout change, a `special(jax_path, tensor, target_shape, model)` hook. The generic part
 transposes torch layouts to Flax ones (Linear `[out, in]` -> `[in, out]`, Conv `OIHW` -> `HWIO`),
 reshapes to the target (fused / multi-axis kernels), and reports every missing, unexpected and
@@ -17,7 +19,8 @@ import numpy as np
 
 from jaxvit.utils import input_shape
 
-LEAF_NAMES = {"kernel": "weight", "scale": "weight", "bias": "bias", "embedding": "weight"}
+LEAF_NAMES = {"kernel": "weight", "scale": "weight", "bias": "bias", "embedding": "weight", "mean": "running_mean",
+              "var": "running_var"}
 
 
 class ConversionError(ValueError):
@@ -44,25 +47,33 @@ def default_timm_name(path: str) -> str:
   return ".".join(mods + [LEAF_NAMES.get(leaf, leaf)])
 
 
-def abstract_params(model) -> dict:
-  """The model's param tree as `ShapeDtypeStruct`s (no memory), unboxed, in the loop layout."""
+def abstract_variables(model) -> dict:
+  """The model's variables (every collection) as `ShapeDtypeStruct`s (no memory), unboxed, loop layout."""
   if getattr(model, "scan", False):
     model = model.clone(scan=False)
   images = jax.ShapeDtypeStruct(input_shape(model), jnp.float32)
-  tree = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), images)
-  return nn.meta.unbox(tree)["params"]
+  return nn.meta.unbox(jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), images))
+
+
+def abstract_params(model) -> dict:
+  """The model's param tree as `ShapeDtypeStruct`s (no memory), unboxed, in the loop layout."""
+  return abstract_variables(model)["params"]
 
 
 def convert_state_dict(state_dict: dict, model, timm_name: Callable, special: Optional[Callable] = None,
-                       ignore: Callable = lambda key: False, skip: Callable = lambda path: False) -> dict:
-  """Builds `model`'s params (loop layout) from a timm `state_dict` of numpy arrays.
+                       ignore: Callable = lambda key: key.endswith(".num_batches_tracked"),
+                       skip: Callable = lambda path: False) -> dict:
+  """Builds `model`'s variables `{"params": ..., "batch_stats": ...}` (loop layout) from a timm
+  `state_dict` of numpy arrays.
 
-  `ignore(key)` marks checkpoint keys that are not parameters here (buffers); `skip(path)` marks
-  model parameters the caller fills itself (a re-initialised head).
+  `timm_name`, `special` and `skip` see a variable's path inside its collection
+  (`layer1_0/bn1/mean`). `ignore(key)` marks checkpoint keys with no counterpart here (BatchNorm's step counter);
+  `skip(path)` marks model variables the caller fills itself (a re-initialised head).
   """
-  flat = flax.traverse_util.flatten_dict(abstract_params(model), sep="/")
-  params, missing, misshaped, used = {}, [], [], set()
-  for path, target in flat.items():
+  flat = flax.traverse_util.flatten_dict(abstract_variables(model), sep="/")
+  variables, missing, misshaped, used = {}, [], [], set()
+  for full_path, target in flat.items():
+    path = full_path.split("/", 1)[1]
     if skip(path):
       continue
     key = timm_name(path, model)
@@ -79,7 +90,7 @@ def convert_state_dict(state_dict: dict, model, timm_name: Callable, special: Op
     except ValueError as err:
       misshaped.append(f"{key} {tuple(tensor.shape)} -> {path} {tuple(target.shape)}: {err}")
       continue
-    params[path] = value.astype(target.dtype)
+    variables[full_path] = value.astype(target.dtype)
   unexpected = sorted(k for k in state_dict if k not in used and not ignore(k))
   if missing or unexpected or misshaped:
     lines = [f"checkpoint does not fit {type(model).__name__}:"]
@@ -87,7 +98,7 @@ def convert_state_dict(state_dict: dict, model, timm_name: Callable, special: Op
       if items:
         lines.append(f"  {title} ({len(items)}): " + "; ".join(items[:20]) + (" ..." if len(items) > 20 else ""))
     raise ConversionError("\n".join(lines))
-  return flax.traverse_util.unflatten_dict(params, sep="/")
+  return flax.traverse_util.unflatten_dict(variables, sep="/")
 
 
 def loop_to_scan(params: dict, prefix: str = "blocks") -> dict:

@@ -4,6 +4,7 @@ from jaxvit.convert.mapping import default_timm_name
 from jaxvit.layers import resample_abs_pos_embed
 
 HEADS = ("head", "head_dist")  # classifier modules, re-initialised when num_classes changes
+TIMM_ARGS = ("img_size",)  # jaxvit fields timm's constructor also takes (besides num_classes)
 
 
 def timm_name(path: str, model) -> str:

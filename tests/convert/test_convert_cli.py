@@ -91,3 +91,20 @@ def test_unknown_format_and_model(tmp_path):
     read_state_dict(str(tmp_path / "w.npz"))
   with pytest.raises(ValueError, match="did you mean"):
     convert_state_dict("deit_tiny_patch16", {})
+
+
+def test_cli_converts_batch_norm_statistics(tmp_path, capsys):
+  from safetensors.torch import save_file
+  from convert.timm_reference import perturbed
+  reference = perturbed("resnet10t")
+  state = reference.state_dict()
+  save_file(state, str(tmp_path / "r.safetensors"))
+  main(["--model", "resnet10t", "--checkpoint", str(tmp_path / "r.safetensors"), "--out", str(tmp_path / "out"),
+        "--num-classes", "10", "--verify"])
+  out = capsys.readouterr().out
+  assert "converted resnet10t: 4.93M parameters" in out and "head re-initialised for 10 classes" in out
+  assert float(out.split("vs timm = ")[1]) < 1e-4
+  model, variables = load_converted(str(tmp_path / "out"))
+  assert model.num_classes == 10 and not np.any(variables["params"]["head"]["fc"]["kernel"])
+  np.testing.assert_array_equal(variables["batch_stats"]["layer2_0"]["downsample"]["bn"]["var"],
+                                state["layer2.0.downsample.2.running_var"].numpy())

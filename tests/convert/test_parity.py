@@ -3,6 +3,9 @@
 The model list comes from the registry: every registered model timm also has. The default run
 checks one model per distinct code path (family x non-size fields) plus override paths (other
 resolution, GAP, registers, another class count, scan layout); `-m parity_all` checks them all.
+Weights and BatchNorm running statistics are moved off their init, so every path counts. CNNs take
+any input size: the default run checks them on 64 px images (2x2 after the last stage), `parity_all`
+at their reference resolution.
 """
 
 import dataclasses
@@ -13,16 +16,25 @@ import numpy as np
 import pytest
 
 import jaxvit
+from jaxvit.utils import input_shape
+from convert.timm_reference import perturbed, timm_logits
 
 HAS_TIMM = importlib.util.find_spec("timm") is not None
-SIZE_FIELDS = {"embed_dim", "depth", "num_heads", "mlp_ratio", "num_classes"}
+SIZE_FIELDS = {"embed_dim", "depth", "num_heads", "mlp_ratio", "num_classes",
+               "depths", "channels", "widths", "group_sizes", "stem_width", "base_width"}  # CNN stages
+CNN_SIZE = 64  # default-run input size of models without patches
 TIMM_MODELS = [n for n in jaxvit.list_models() if HAS_TIMM and __import__("timm").is_model(n)]
+
+
+def is_cnn(model) -> bool:
+  return not hasattr(model, "patch_size")
 
 
 def code_path(name):
   model = jaxvit.create_model(name)
+  size_fields = SIZE_FIELDS | ({"img_size"} if is_cnn(model) else set())  # a CNN's img_size is only nominal
   return type(model).__name__, tuple((f.name, getattr(model, f.name)) for f in dataclasses.fields(model)
-                                     if f.init and f.name not in SIZE_FIELDS | {"parent", "name"})
+                                     if f.init and f.name not in size_fields | {"parent", "name"})
 
 
 def representatives(names):
@@ -33,20 +45,15 @@ def representatives(names):
   return sorted(min(g, key=lambda n: jaxvit.count_params(jaxvit.create_model(n))) for g in groups.values())
 
 
-def check_parity(name, timm_kwargs=None, **overrides):
-  import timm
-  import torch
+def check_parity(name, timm_kwargs=None, size=None, **overrides):
+  """Logits of jaxvit and timm `name` (timm built with `timm_kwargs`, jaxvit with `overrides`) agree;
+  `size`: the input size for a CNN (default: its reference resolution)."""
   from jaxvit.convert import from_timm
-  torch.manual_seed(0)
-  reference = timm.create_model(name, pretrained=False, **(timm_kwargs or {})).eval()
-  with torch.no_grad():  # move every weight off its init (zero heads, 1e-6 LayerScale) so all paths count
-    for p in reference.parameters():
-      p.add_(0.02 * torch.randn_like(p))
+  reference = perturbed(name, **(timm_kwargs or {}))
   model, variables = from_timm(reference, **overrides)
-  h, w = reference.patch_embed.img_size
-  images = np.random.RandomState(0).standard_normal((2, h, w, 3)).astype(np.float32)
-  with torch.no_grad():
-    expected = reference(torch.from_numpy(images).permute(0, 3, 1, 2)).numpy()
+  _, h, w, c = input_shape(model.clone(img_size=size) if size else model, 2)
+  images = np.random.RandomState(0).standard_normal((2, h, w, c)).astype(np.float32)
+  expected = timm_logits(reference, images)
   logits, _ = jax.jit(lambda v, x: model.apply(v, x))(variables, images)
   diff = np.abs(np.asarray(logits) - expected).max()
   assert diff <= 1e-4 * max(1.0, np.abs(expected).max()), f"{name}: max abs logit diff {diff:.3g}"
@@ -55,7 +62,7 @@ def check_parity(name, timm_kwargs=None, **overrides):
 @pytest.mark.parity
 @pytest.mark.parametrize("name", representatives(TIMM_MODELS) if HAS_TIMM else [])
 def test_logits_match_timm(name):
-  check_parity(name)
+  check_parity(name, size=CNN_SIZE if is_cnn(jaxvit.create_model(name)) else None)
 
 
 @pytest.mark.parity
@@ -73,3 +80,9 @@ def test_code_paths_match_timm(timm_kwargs, overrides):
 @pytest.mark.parametrize("name", TIMM_MODELS)
 def test_all_logits_match_timm(name):
   check_parity(name)
+
+
+@pytest.mark.parity
+def test_cnn_odd_size_and_classes_match_timm():
+  """Odd feature maps (ResNet-D's ceil-mode average-pool shortcut) and another class count."""
+  check_parity("resnet18d", dict(num_classes=10), size=65)
