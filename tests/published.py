@@ -1,4 +1,5 @@
-"""Published parameter counts (M) and GMACs at each model's reference resolution.
+"""Published parameter counts (M) and GMACs at each model's reference resolution (its `img_size`:
+timm's default pretrained input size, 224 unless noted).
 
 Source: timm's `results/benchmark-infer-amp-nchw-pt291-cu128-4090.csv` (columns `param_count`,
 `infer_gmacs`; this file counts attention's matmuls, older ones did not); the DeiT paper and README
@@ -22,4 +23,38 @@ PUBLISHED = {
     "deit_base_distilled_patch16_384": (87.63, 55.65),
     "deit3_small_patch16_224": (22.06, 4.61),
     "deit3_base_patch16_224": (86.59, 17.58),
+    # ResNet / ResNet-D / ResNet-T / Wide ResNet / ResNeXt (timm's resnet.py)
+    "resnet10t": (5.44, 0.7),  # at 176
+    "resnet14t": (10.08, 1.07),  # at 176
+    "resnet18": (11.69, 1.82),
+    "resnet18d": (11.71, 2.06),
+    "resnet26": (16.0, 2.36),
+    "resnet26t": (16.01, 3.35),  # at 256
+    "resnet26d": (16.01, 2.6),
+    "resnet34": (21.8, 3.67),
+    "resnet34d": (21.82, 3.91),
+    "resnet50": (25.56, 4.11),
+    "resnet50t": (25.57, 4.32),
+    "resnet50d": (25.58, 4.35),
+    "resnet101": (44.55, 7.83),
+    "resnet101d": (44.57, 10.55),  # at 256
+    "resnet152": (60.19, 11.56),
+    "resnet152d": (60.21, 15.41),  # at 256
+    "resnet200": (64.67, 15.07),
+    "resnet200d": (64.69, 20.0),  # at 256
+    "wide_resnet50_2": (68.88, 11.43),
+    "resnext50_32x4d": (25.03, 4.26),
+    # RegNetY (timm's regnet.py)
+    "regnety_002": (3.16, 0.2),
+    "regnety_004": (4.34, 0.41),
+    "regnety_006": (6.06, 0.61),
+    "regnety_008": (6.26, 0.81),
+    "regnety_016": (11.2, 1.63),
+    "regnety_032": (19.44, 3.2),
+    "regnety_040": (20.65, 4.0),
+    "regnety_064": (30.58, 6.39),
+    "regnety_080": (39.18, 8.0),
+    "regnety_120": (51.82, 12.14),
+    "regnety_160": (83.59, 15.96),
+    "regnety_320": (145.05, 32.34),
 }

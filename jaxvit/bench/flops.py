@@ -1,9 +1,11 @@
 """Counting a model's multiply-accumulates the way papers and timm do (fvcore's convention).
 
 Papers' "FLOPs" and timm's GMACs count one multiply-add per weight use in matmuls and convolutions
-(attention's QK^T and AV included) plus fvcore's normalisation cost (5 per element for an affine
-LayerNorm / GroupNorm, 2 for an inference BatchNorm), and nothing for activations, softmax or
-residual adds. XLA's compiled cost analysis counts every elementwise flop too (an erf GELU is a
+(attention's QK^T and AV included; a convolution's output element costs kh * kw * C_in / groups, so
+grouped and depthwise convolutions count their groups' channels only) plus fvcore's normalisation
+cost (5 per element for an affine LayerNorm / GroupNorm, 2 for an inference BatchNorm), and nothing
+for activations, softmax or residual adds. fvcore also counts one per input element of a CNN head's
+global average pool, under 1e-4 GMACs for the CNNs here (below the published rounding), not counted. XLA's compiled cost analysis counts every elementwise flop too (an erf GELU is a
 long polynomial), so DeiT-S is 4.74 "GMACs" there against the published 4.61; both are reported.
 """
 
@@ -24,6 +26,7 @@ def _dot_macs(eqn) -> int:
 
 
 def _conv_macs(eqn) -> int:
+  """Output elements x the kernel's size per output channel (its `[kh, kw, C_in / groups]`)."""
   rhs = eqn.invars[1].aval.shape
   out_dim = eqn.params["dimension_numbers"].rhs_spec[0]
   return math.prod(eqn.outvars[0].aval.shape) * math.prod(rhs) // rhs[out_dim]

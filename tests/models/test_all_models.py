@@ -1,5 +1,6 @@
 """Registry-wide tests (timm style): every model is built, run forward and backward, and counted."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,32 +11,62 @@ from jaxvit.bench.flops import count_macs
 from published import PUBLISHED
 
 MODELS = jaxvit.list_models()
+# XLA's cheapest compile: the same numbers from slower code, which a 2-image batch does not notice
+FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 
 
-def small_size(model) -> int:
-  """The smallest input the model allows: a 2x2 grid of patches."""
-  return 2 * model.patch_size
+def small(model):
+  """The model at the smallest input it allows, cheap to compile for CI.
+
+  ViTs: a 2x2 grid of patches and a scanned block stack (one block compiles). CNNs (no patches):
+  32 px, one pixel after the stride-32 stages, and at most two blocks per stage (the first, which
+  changes the shape, and one identity-shortcut block; deeper stages repeat them), since each block
+  adds compile time.
+  """
+  if hasattr(model, "patch_size"):
+    return model.clone(img_size=2 * model.patch_size, **({"scan": True} if hasattr(model, "scan") else {}))
+  return model.clone(img_size=32, depths=tuple(min(d, 2) for d in model.depths))
+
+
+def num_features(model) -> int:
+  """Width of `out["pre_logits"]`."""
+  return getattr(model, "num_features", None) or model.embed_dim
+
+
+def random_variables(model, seed=0):
+  """Variables of `model.init`'s shapes filled from numpy: compiling a CNN's per-parameter random init
+  takes longer than its forward and backward. Running variances stay positive."""
+  shapes = nn.meta.unbox(jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros(jaxvit.utils.input_shape(model)),
+                                                          train=False)))
+  rs = np.random.RandomState(seed)
+  flat = {path: rs.standard_normal(s.shape).astype(s.dtype) * 0.1 for path, s in
+          jax.tree_util.tree_flatten_with_path(shapes)[0]}
+  return jax.tree_util.tree_map_with_path(lambda path, s: np.abs(flat[path]) + 1.0 if path[-1].key == "var"
+                                          else flat[path], shapes)
 
 
 @pytest.mark.parametrize("name", MODELS)
 def test_forward_backward_small(name):
-  model = jaxvit.create_model(name, num_classes=5, drop_rate=0.1, drop_path_rate=0.1)
-  # scanned block stacks compile once per model, which keeps a large registry affordable in CI
-  model = model.clone(img_size=small_size(model), **({"scan": True} if hasattr(model, "scan") else {}))
-  variables = jaxvit.init_variables(model)
+  model = small(jaxvit.create_model(name, num_classes=5, drop_rate=0.1, drop_path_rate=0.1))
+  variables = random_variables(model)
+  params, state = variables["params"], {k: v for k, v in variables.items() if k != "params"}
   images = jax.random.normal(jax.random.key(1), (2, model.img_size, model.img_size, 3))
   labels = jnp.array([1, 3])
 
   def loss(params):
-    logits, out = model.apply({"params": params}, images, train=True,
-                              rngs={"dropout": jax.random.key(2), "drop_path": jax.random.key(3)})
-    assert logits.shape == (2, 5) and out["pre_logits"].shape == (2, model.embed_dim)
-    return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], axis=1))
+    (logits, out), new_state = model.apply({"params": params, **state}, images, train=True, mutable=list(state),
+                                           rngs={"dropout": jax.random.key(2), "drop_path": jax.random.key(3)})
+    assert logits.shape == (2, 5) and out["pre_logits"].shape == (2, num_features(model))
+    assert jax.tree.structure(new_state) == jax.tree.structure(state)  # BatchNorm updates its running stats
+    return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], axis=1)), new_state
 
-  value, grads = jax.jit(jax.value_and_grad(loss))(variables["params"])
+  step = jax.jit(jax.value_and_grad(loss, has_aux=True)).lower(params).compile(FAST_COMPILE)
+  (value, new_state), grads = step(params)
   assert np.isfinite(value)
   norms = [float(jnp.linalg.norm(g)) for g in jax.tree.leaves(grads)]
   assert all(np.isfinite(norms)) and sum(norms) > 0
+  changed = [not np.allclose(a, b) for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(new_state))]
+  assert all(changed)
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -44,5 +75,5 @@ def test_params_and_gmacs_match_published(name):
   model = jaxvit.create_model(name)
   assert round(jaxvit.count_params(model) / 1e6, 2) == params_m
   variables = jax.eval_shape(lambda: jaxvit.init_variables(model))
-  images = jax.ShapeDtypeStruct((1, model.img_size, model.img_size, 3), jnp.float32)
+  images = jax.ShapeDtypeStruct(jaxvit.utils.input_shape(model), jnp.float32)
   assert round(count_macs(model, variables, images)["total"] / 1e9, 2) == gmacs
