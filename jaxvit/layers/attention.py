@@ -18,6 +18,8 @@ class Attention(nn.Module):
   `return_cls_attn`, `cls_attn` `[B, N - 1]`: the class token's head-averaged attention to the others
   (EViT's token scores). `bias`
   `[B, N]` is added to every query's logits per key (ToMe's proportional attention, log token size).
+  `policy` `[B, N]` (0 / 1) masks keys as DynamicViT's `softmax_with_policy` does: a dropped token
+  still attends to itself, and eps = 1e-6 keeps the rows finite.
   """
   num_heads: int
   qkv_bias: bool = True
@@ -30,7 +32,7 @@ class Attention(nn.Module):
   param_dtype: jnp.dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x, *, train: bool, bias=None):
+  def __call__(self, x, *, train: bool, bias=None, policy=None):
     dim = x.shape[-1]
     if dim % self.num_heads:
       raise ValueError(f"embed dim {dim} is not divisible by num_heads={self.num_heads}")
@@ -48,7 +50,11 @@ class Attention(nn.Module):
     aux = dict(keys=k.mean(axis=1)) if self.return_keys else {}
     if self.return_cls_attn:
       aux["cls_attn"] = jax.nn.softmax(logits[:, :, 0], axis=-1).mean(axis=1)[:, 1:]
-    if self.return_attention or (train and self.attn_drop_rate > 0):
+    if policy is not None:
+      attn = _softmax_with_policy(logits, policy)
+      attn = nn.Dropout(self.attn_drop_rate)(attn, deterministic=not train).astype(self.dtype)
+      y = jnp.einsum("bhqk,bhkd->bhqd", attn, v)
+    elif self.return_attention or (train and self.attn_drop_rate > 0):
       attn = jax.nn.softmax(logits, axis=-1)
       if self.return_attention:
         aux = dict(attn=attn, keys=k.mean(axis=1), values=v)
@@ -63,3 +69,12 @@ class Attention(nn.Module):
 
     y = Projection((dim,), ("heads", "kv", "embed"), axis=(1, 3), name="proj", **kw)(y)  # [B, H, N, d] -> [B, N, D]
     return nn.Dropout(self.proj_drop_rate)(y, deterministic=not train), aux
+
+
+def _softmax_with_policy(logits, policy, eps: float = 1e-6):
+  """softmax over the kept keys (`policy` `[B, N]`), each query also keeping itself; (e + eps / N) / (sum + eps)."""
+  n = logits.shape[-1]
+  keep = policy[:, None, None, :].astype(jnp.float32)
+  keep = keep + (1.0 - keep) * jnp.eye(n, dtype=jnp.float32)
+  weights = jnp.exp(logits - logits.max(axis=-1, keepdims=True)) * keep  # the official max is not detached
+  return (weights + eps / n) / (weights.sum(axis=-1, keepdims=True) + eps)

@@ -11,17 +11,19 @@ one to one (`jaxvit.convert`). Returns `(logits, out)`; `out` holds `block{i}` t
 from typing import Optional, Sequence, Union
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxvit import layers
-from jaxvit.dynamic import evit, tome
+from jaxvit.dynamic import dynamicvit, evit, tome
 from jaxvit.registry import IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD, register_model
 
 POS_EMBEDS = ("learn", "sincos", "none")
 # reduction kind -> (accepted keys, required keys)
 REDUCTIONS = {"tome": (("r", "prop_attn", "trace_source"), ("r",)),
-              "evit": (("keep_rate", "locations", "fuse_token"), ())}
+              "evit": (("keep_rate", "locations", "fuse_token"), ()),
+              "dynamicvit": (("keep_rate", "locations"), ())}
 
 
 class Block(nn.Module):
@@ -44,13 +46,14 @@ class Block(nn.Module):
   param_dtype: jnp.dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x, drop_path_rate, size=None, source=None):
-    """`(x, aux)`; with token merging, `size` `[B, N, 1]` (and `source` `[B, N, N0]`) come in and leave in `aux`."""
+  def __call__(self, x, drop_path_rate, size=None, source=None, policy=None):
+    """`(x, aux)`; with token merging, `size` `[B, N, 1]` (and `source` `[B, N, N0]`) come in and leave in
+    `aux`; `policy` `[B, N]` masks attention keys (DynamicViT's training)."""
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     bias = jnp.log(size[..., 0]) if self.prop_attn and size is not None else None
     y, aux = layers.Attention(self.num_heads, self.qkv_bias, self.attn_drop_rate, self.proj_drop_rate,
                               self.return_attention, self.merge_r > 0, self.keep_tokens > 0, name="attn", **kw)(
-                                  layers.layer_norm(self.norm_eps, name="norm1", **kw)(x), train=self.train, bias=bias)
+                                  layers.layer_norm(self.norm_eps, name="norm1", **kw)(x), train=self.train, bias=bias, policy=policy)
     if self.init_values is not None:
       y = layers.LayerScale(self.init_values, self.param_dtype, name="ls1")(y)
     x = x + layers.drop_path(self, y, drop_path_rate, train=self.train)
@@ -106,14 +109,34 @@ class Encoder(nn.Module):
         size = jnp.ones(x.shape[:2] + (1,), x.dtype)
         source = jnp.broadcast_to(jnp.eye(x.shape[1], dtype=x.dtype), (x.shape[0],) + (x.shape[1],) * 2) \
             if red.get("trace_source") else None
+      policy = decision = None
+      if red.get("kind") == "dynamicvit":
+        decision = jnp.ones(x.shape[:2] + (1,), x.dtype)[:, 1:]  # kept patch tokens (prev_decision)
+        policy = jnp.ones(x.shape[:2], x.dtype) if self.train else None
       for i in range(self.depth):
         per_block = dict(red["blocks"][i]) if red else {}
+        keep = per_block.pop("prune_keep", 0)
+        if keep:
+          x, decision, policy, pruning = self._prune(x, decision, keep, red["locations"].index(i))
+          out.update({f"{k}{i}": v for k, v in pruning.items()})
         x, aux = block_cls(train=self.train, name=f"blocks_{i}", **self.block, **per_block)(x, float(rates[i]), size,
-                                                                                            source)
+                                                                                            source, policy)
         size, source = aux.get("size", size), aux.get("source", source)
         for key, value in aux.items():
           out[f"{'block' if key == 'tokens' else key}{i}"] = value
     return x, out
+
+
+  def _prune(self, x, decision, keep: int, stage: int):
+    """DynamicViT before a pruning block: `(x, decision, policy, out)`; training masks, inference drops."""
+    log_probs = dynamicvit.ScorePredictor(name=f"score_predictor_{stage}")(x[:, 1:], decision)
+    if self.train:
+      decision = dynamicvit.gumbel_keep(self.make_rng("gumbel"), log_probs).astype(x.dtype) * decision
+      policy = jnp.concatenate([jnp.ones_like(decision[:, :1, 0]), decision[..., 0]], axis=1)
+      return x, decision, policy, {"keep_decision": decision[..., 0], "keep_log_probs": log_probs}
+    _, kept = jax.lax.top_k(log_probs[..., 0], keep)
+    x = jnp.concatenate([x[:, :1], jnp.take_along_axis(x[:, 1:], kept[..., None], axis=1)], axis=1)
+    return x, jnp.take_along_axis(decision, kept[..., None], axis=1), None, {"kept": kept}
 
 
 class VisionTransformer(nn.Module):
@@ -198,9 +221,18 @@ class VisionTransformer(nn.Module):
       blocks = [dict(merge_r=r, prop_attn=bool(cfg.get("prop_attn", True)),
                      protected=(self.class_token, self.dist_token)) for r in tome.parse_r(self.depth, cfg["r"])]
       return dict(kind=kind, blocks=tuple(blocks), trace_source=bool(cfg.get("trace_source", False)))
-    if not self.class_token:
-      raise ValueError(f"{type(self).__name__}: reduction kind='evit' ranks tokens by the class token's attention; "
-                       f"it needs class_token=True")
+    if not self.class_token or self.num_prefix_tokens != 1:
+      raise ValueError(f"{type(self).__name__}: reduction kind={kind!r} needs exactly one prefix token, the class "
+                       f"token (class_token=True, no distillation or register tokens)")
+    if kind == "dynamicvit":
+      locations = tuple(cfg.get("locations", (3, 6, 9)))
+      if any(not 0 <= i < self.depth for i in locations) or list(locations) != sorted(set(locations)):
+        raise ValueError(f"{type(self).__name__}: reduction locations={locations}; accepted: increasing blocks "
+                         f"0..{self.depth - 1}")
+      keep = dict(zip(locations, dynamicvit.keep_counts(self.grid[0] * self.grid[1], cfg.get("keep_rate", 0.7),
+                                                         len(locations))))
+      return dict(kind=kind, locations=locations, blocks=tuple(dict(prune_keep=keep.get(i, 0))
+                                                                for i in range(self.depth)))
     fuse = bool(cfg.get("fuse_token", False))
     keep = evit.kept_tokens(self.grid[0] * self.grid[1] + self.num_prefix_tokens - 1, self.depth,
                             cfg.get("keep_rate", 0.7), cfg.get("locations", (3, 6, 9)), fuse)

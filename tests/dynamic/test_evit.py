@@ -108,7 +108,7 @@ def test_evit_trains_under_jit_with_static_shapes():
     (dict(kind="evit", keep_rate=1.5), {}, "keep_rate=1.5; accepted: \\(0, 1\\]"),
     (dict(kind="evit", locations=(12,)), {}, "locations=\\(12,\\); accepted: blocks 0..11"),
     (dict(kind="evit", keep=0.7), {}, "accepts \\['keep_rate', 'locations', 'fuse_token'\\] \\(got \\['keep'\\]\\)"),
-    (dict(kind="evit"), dict(class_token=False, global_pool="avg"), "needs class_token=True"),
+    (dict(kind="evit"), dict(class_token=False, global_pool="avg"), "exactly one prefix token, the class token \\(class_token=True"),
 ])
 def test_bad_evit_config_names_the_field(reduction, overrides, match):
   with pytest.raises(ValueError, match=match):

@@ -1,0 +1,119 @@
+"""DynamicViT (`jaxvit.dynamic.dynamicvit`) on the ViT: the official model's pruned inference, keep
+counts, FLOPs, and the masked training path.
+
+DYNAMICVIT_ORACLE: `raoyongming/DynamicViT` `models/dyvit.py` (`VisionTransformerDiffPruning`, DeiT-S,
+rho 0.7 at blocks 3, 6, 9) in eval mode with the weights of timm's `deit_small_patch16_224` seeded as
+in the parity tests and score predictors from `predictor_weights()`, run once on the parity tests' two
+images (first 8 logits per image, argmax), and fvcore's count of that model: 2.987611968 GFLOPs.
+"""
+
+import importlib.util
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxvit
+from jaxvit.bench.flops import count_macs
+
+HAS_TIMM = importlib.util.find_spec("timm") is not None
+DYNAMICVIT_ORACLE = ([1.3816274, -0.372784, -0.7422869, -0.1258104, 0.0954307, 1.0273926, 0.1824522, -0.5319784],
+                     [0.8744811, -0.4757703, -1.0172955, -0.322653, 0.198613, 1.1533582, -0.1922632, -0.4857042],
+                     [629, 798])
+
+
+def predictor_weights(dim=384, stages=3):
+  """The oracle's predictors, in jaxvit's layout (torch Linear weights transposed)."""
+  r = np.random.RandomState(3)
+  torch_names = (("in_conv.0.weight", (dim,)), ("in_conv.0.bias", (dim,)), ("in_conv.1.weight", (dim, dim)),
+                 ("in_conv.1.bias", (dim,)), ("out_conv.0.weight", (dim // 2, dim)), ("out_conv.0.bias", (dim // 2,)),
+                 ("out_conv.2.weight", (dim // 4, dim // 2)), ("out_conv.2.bias", (dim // 4,)),
+                 ("out_conv.4.weight", (2, dim // 4)), ("out_conv.4.bias", (2,)))
+  ours = {"in_conv.0": ("in_norm", "scale"), "in_conv.1": ("in_proj", "kernel"), "out_conv.0": ("out_fc1", "kernel"),
+          "out_conv.2": ("out_fc2", "kernel"), "out_conv.4": ("out_fc3", "kernel")}
+  out = {}
+  for s in range(stages):
+    tree = out.setdefault(f"score_predictor_{s}", {})
+    for name, shape in torch_names:
+      value = (1.0 if name == "in_conv.0.weight" else 0.0) + (1.0 if name == "in_conv.0.weight" else 0.1) * \
+          r.randn(*shape)
+      module, weight = ours[name.rsplit(".", 1)[0]]
+      leaf = weight if name.endswith("weight") else "bias"
+      tree.setdefault(module, {})[leaf] = jnp.asarray(value.T if value.ndim == 2 else value, jnp.float32)
+  return out
+
+
+@pytest.mark.parity
+@pytest.mark.skipif(not HAS_TIMM, reason="needs timm")
+def test_deit_small_with_dynamicvit_prunes_like_the_official_model():
+  import timm
+  import torch
+  from jaxvit.convert import from_timm
+  torch.manual_seed(0)
+  reference = timm.create_model("deit_small_patch16_224", pretrained=False).eval()
+  with torch.no_grad():
+    for p in reference.parameters():
+      p.add_(0.02 * torch.randn_like(p))
+  model, variables = from_timm(reference)
+  model = model.clone(reduction=dict(kind="dynamicvit", keep_rate=0.7))
+  params = dict(variables["params"], encoder=dict(variables["params"]["encoder"], **predictor_weights()))
+  images = np.random.RandomState(0).standard_normal((2, 224, 224, 3)).astype(np.float32)
+  logits = np.asarray(jax.jit(lambda p, x: model.apply({"params": p}, x)[0])(params, images))
+  first0, first1, argmax = DYNAMICVIT_ORACLE
+  np.testing.assert_allclose(logits[:, :8], [first0, first1], atol=1e-4)
+  np.testing.assert_array_equal(logits.argmax(1), argmax)
+
+
+def test_keep_counts_and_gmacs_of_deit_small_rho_0_7():
+  """int(196 rho^s) = 137, 96, 67 patch tokens; fvcore counts the official model at 2.9876 GFLOPs
+  (MACs; the paper prints 2.9), 0.1037 of them in the predictors."""
+  model = jaxvit.create_model("deit_small_patch16_224", reduction=dict(kind="dynamicvit", keep_rate=0.7))
+  images = jax.ShapeDtypeStruct((1, 224, 224, 3), jnp.float32)
+  variables = jax.eval_shape(lambda: jaxvit.init_variables(model))
+  _, out = jax.eval_shape(lambda v, x: model.apply(v, x), variables, images)
+  assert [out[f"block{i}"].shape[1] - 1 for i in range(12)] == [196] * 3 + [137] * 3 + [96] * 3 + [67] * 3
+  assert count_macs(model, variables, images)["total"] == 2_987_611_968
+
+
+def small():
+  model = jaxvit.create_model("deit_tiny_patch16_224", img_size=64, depth=4,
+                              reduction=dict(kind="dynamicvit", keep_rate=0.5, locations=(1, 2)))
+  variables = jaxvit.init_variables(model)
+  head = jax.random.normal(jax.random.key(1), variables["params"]["head"]["kernel"].shape)
+  return model, dict(variables["params"], head=dict(variables["params"]["head"], kernel=head))
+
+
+def test_training_masks_every_token_and_trains_the_predictors_straight_through():
+  model, params = small()
+  images, labels = jax.random.normal(jax.random.key(0), (4, 64, 64, 3)), jnp.array([0, 1, 2, 3])
+  rngs = {"gumbel": jax.random.key(5), "dropout": jax.random.key(6), "drop_path": jax.random.key(7)}
+
+  def loss(params):
+    logits, out = model.apply({"params": params}, images, train=True, rngs=rngs)
+    assert all(out[f"block{i}"].shape == (4, 17, 192) for i in range(4))  # static: nothing dropped in training
+    keep = out["keep_decision1"].mean()  # DynamicViT's ratio loss pulls this towards rho
+    return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], axis=1)) + (keep - 0.5) ** 2, out
+
+  (value, out), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
+  first, second = np.asarray(out["keep_decision1"]), np.asarray(out["keep_decision2"])
+  assert set(np.unique(first)) <= {0.0, 1.0} and np.all(second <= first)  # hard, and a dropped token stays dropped
+  assert np.isfinite(value)
+  assert float(jnp.abs(grads["encoder"]["score_predictor_0"]["out_fc3"]["kernel"]).sum()) > 0
+
+
+def test_inference_keeps_the_configured_count():
+  model, params = small()
+  _, out = model.apply({"params": params}, jax.random.normal(jax.random.key(0), (2, 64, 64, 3)))
+  assert [out[f"block{i}"].shape[1] for i in range(4)] == [17, 9, 5, 5]  # int(16 * 0.5), int(16 * 0.25)
+  assert out["kept1"].shape == (2, 8) and out["kept2"].shape == (2, 4)
+
+
+@pytest.mark.parametrize("reduction,overrides,match", [
+    (dict(kind="dynamicvit", keep_rate=0.0), {}, "keep_rate=0.0; accepted: \\(0, 1\\]"),
+    (dict(kind="dynamicvit", locations=(6, 3)), {}, "locations=\\(6, 3\\); accepted: increasing blocks 0..11"),
+    (dict(kind="dynamicvit"), dict(dist_token=True), "exactly one prefix token"),
+])
+def test_bad_dynamicvit_config_names_the_field(reduction, overrides, match):
+  with pytest.raises(ValueError, match=match):
+    jaxvit.create_model("deit_tiny_patch16_224", reduction=reduction, **overrides)
