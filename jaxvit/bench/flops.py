@@ -5,8 +5,9 @@ Papers' "FLOPs" and timm's GMACs count one multiply-add per weight use in matmul
 grouped and depthwise convolutions count their groups' channels only) plus fvcore's normalisation
 cost (5 per element for an affine LayerNorm / GroupNorm, 2 for an inference BatchNorm), and nothing
 for activations, softmax or residual adds. fvcore also counts one per input element of a CNN head's
-global average pool, under 1e-4 GMACs for the CNNs here (below the published rounding), not counted. XLA's compiled cost analysis counts every elementwise flop too (an erf GELU is a
-long polynomial), so DeiT-S is 4.74 "GMACs" there against the published 4.61; both are reported.
+global average pool: under 1e-4 GMACs for the CNNs here, below the published rounding, so not
+counted. XLA's compiled cost analysis counts every elementwise flop too (an erf GELU is a long
+polynomial), so DeiT-S is 4.74 "GMACs" there against the published 4.61; both are reported.
 """
 
 import math

@@ -1,10 +1,10 @@
 """Convolution + BatchNorm pieces of the CNN families (ResNet, RegNet), laid out as timm's.
 
 `conv2d` is torch's `Conv2d(bias=False)` on NHWC images: symmetric padding `(k - 1) // 2` (timm's
-`get_padding` for odd kernels) and He-normal (fan-out) init, kernel HWIO `[k, k, C_in / groups, C_out]`.
+`get_padding` for odd kernels), He-normal (fan-out) init, kernel HWIO `[k, k, C_in / groups, C_out]`.
 `batch_norm` is torch's `BatchNorm2d` (eps 1e-5, running-average momentum 0.1): scale / bias in
-`params`, running mean / var in `batch_stats`. `ConvBN` is timm's `ConvNormAct` (`conv`, `bn`, ReLU); `ClassifierHead` its
-`ClassifierHead` (global average pool, dropout, `fc`).
+`params`, running mean / var in `batch_stats`. `ConvBN` is timm's `ConvNormAct` (`conv`, `bn`,
+ReLU); `ClassifierHead` is timm's (global average pool, dropout, `fc`).
 """
 
 import flax.linen as nn

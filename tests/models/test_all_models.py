@@ -36,13 +36,14 @@ def num_features(model) -> int:
 def random_variables(model, seed=0):
   """Variables of `model.init`'s shapes filled from numpy: compiling a CNN's per-parameter random init
   takes longer than its forward and backward. Running variances stay positive."""
-  shapes = nn.meta.unbox(jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros(jaxvit.utils.input_shape(model)),
-                                                          train=False)))
+  images = jnp.zeros(jaxvit.utils.input_shape(model))
+  shapes = nn.meta.unbox(jax.eval_shape(lambda: model.init(jax.random.key(0), images, train=False)))
   rs = np.random.RandomState(seed)
-  flat = {path: rs.standard_normal(s.shape).astype(s.dtype) * 0.1 for path, s in
-          jax.tree_util.tree_flatten_with_path(shapes)[0]}
-  return jax.tree_util.tree_map_with_path(lambda path, s: np.abs(flat[path]) + 1.0 if path[-1].key == "var"
-                                          else flat[path], shapes)
+
+  def fill(path, shape):
+    x = (0.1 * rs.standard_normal(shape.shape)).astype(shape.dtype)
+    return np.abs(x) + 1.0 if path[-1].key == "var" else x
+  return jax.tree_util.tree_map_with_path(fill, shapes)
 
 
 @pytest.mark.parametrize("name", MODELS)
