@@ -124,3 +124,25 @@ def vitkd(low_student, low_teacher, generated, high_teacher, mask, *, alpha: flo
   m = mask[..., None].astype(jnp.float32)
   generation = jnp.sum((generated.astype(jnp.float32) * m - high_teacher * m) ** 2) / b * beta / mask_ratio
   return mimic + generation
+
+
+def dynamicvit(decisions, student_tokens, teacher_tokens, *, keep_rate: float = 0.7, ratio_weight: float = 2.0,
+               token_weight: float = 0.5):
+  """DynamicViT's training terms besides CE and the KL to the teacher's logits (arXiv:2106.02034, eqs. 9-11),
+  as `raoyongming/DynamicViT` `losses.py` (`DistillDiffPruningLoss_dynamic`, `mse_token=True`) computes them:
+
+  - ratio: ratio_weight * mean over stages s of mean_b (kept fraction of the patch tokens - rho^(s+1))^2,
+    from the hard keep decisions `[B, N]` of each pruning stage;
+  - token distillation: token_weight * the mean squared error between the student's and the (unpruned)
+    teacher's final patch tokens `[B, N, C]`, over the tokens kept to the end (0 if none).
+
+  Defaults: the DeiT-S recipe (rho 0.7, ratio weight 2, distillation weight 0.5).
+  """
+  ratio = sum(jnp.mean((d.astype(jnp.float32).mean(axis=1) - keep_rate ** (s + 1)) ** 2)
+              for s, d in enumerate(decisions)) / len(decisions)
+  kept = decisions[-1].astype(jnp.float32)
+  teacher = jax.lax.stop_gradient(teacher_tokens.astype(jnp.float32))
+  squared = jnp.sum((student_tokens.astype(jnp.float32) - teacher) ** 2, axis=-1)
+  count = jnp.sum(kept)
+  token = jnp.where(count < 0.1, 0.0, jnp.sum(squared * kept) / (jnp.maximum(count, 1.0) * teacher.shape[-1]))
+  return ratio_weight * ratio + token_weight * token

@@ -63,10 +63,12 @@ FEATURES = {
     "fitnet": FeatureKind(feature.fitnet),
     "vitkd": FeatureKind(feature.vitkd, teacher_keys=("encoded",)),
     "ofa": FeatureKind(response.ofa, (), paired=False),  # OFA-KD's stage branches, against the teacher's logits
+    # DynamicViT's ratio and token-distillation terms: the student's keep decisions at its pruning blocks
+    "dynamicvit": FeatureKind(feature.dynamicvit, ("keep_decision",), ("encoded",), paired=False),
 }
 FEATURE_WEIGHTS = {"fitnet": 100.0}  # mdistiller FITNET.LOSS.FEAT_WEIGHT; the others' official weight is 1
 # ViTKD mimics blocks 0 and 1; OFA-KD's four stages of a 12-block ViT end at blocks 1, 3, 9 and 11
-DEFAULT_LAYERS = {"vitkd": ((0, 1), (0, 1)), "ofa": ((1, 3, 9, 11), ())}
+DEFAULT_LAYERS = {"vitkd": ((0, 1), (0, 1)), "ofa": ((1, 3, 9, 11), ()), "dynamicvit": ((3, 6, 9), ())}
 
 
 def model_overrides(config) -> dict:
@@ -87,7 +89,7 @@ def feature_pairs(cfg, student_depth: int, teacher_depth: int | None) -> list[tu
     s, t = map(list, DEFAULT_LAYERS[cfg.kind])
   if not kind.paired:
     if not s or t or (cfg.kind == "ofa" and len(s) > 4):
-      raise ValueError(f"config.distill.feature.kind={cfg.kind!r} takes student_layers only (up to 4 stage ends), "
+      raise ValueError(f"config.distill.feature.kind={cfg.kind!r} takes student_layers only (OFA-KD: up to 4 stage ends), "
                        f"got student_layers={s}, teacher_layers={t}")
     t = [None] * len(s)
   elif not s or len(s) != len(t):
@@ -144,6 +146,9 @@ def distillation_loss(cfg, base_loss: Callable, pairs: list = (), learned=None) 
   feature_hyper = dict(feature_cfg.get("hyper") or {})
 
   def relation_loss(out, teacher_features, rng):
+    if feature_kind.fn is feature.dynamicvit:  # the student's pruning stages against the teacher's final tokens
+      return feature.dynamicvit([out[f"keep_decision{i}"] for i, _ in pairs], out["encoded"][:, 1:],
+                                teacher_features["encoded"][:, 1:], **feature_hyper)
     terms = []
     for n, (i, j) in enumerate(pairs):
       student = [out[f"{key}{i}"] for key in feature_kind.keys]
@@ -240,7 +245,7 @@ def from_config(config, model, mesh, rules, base_loss: Callable, total_steps: in
                          model_overrides(config))
   kind = FEATURES.get(feature_kind)
   pairs = feature_pairs(cfg.feature, model.depth, getattr(teacher.model, "depth", None)) if kind else []
-  keys = [f"{key}{j}" for _, j in pairs for key in kind.keys] + list(kind.teacher_keys) if kind else []
+  keys = [f"{key}{j}" for _, j in pairs if j is not None for key in kind.keys] + list(kind.teacher_keys) if kind else []
 
   def teacher_fn(variables, batch):
     logits, out = teacher.outputs(variables, batch["image"])

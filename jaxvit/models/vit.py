@@ -201,6 +201,11 @@ class VisionTransformer(nn.Module):
     if self.reduction:
       self._reduction_config()
 
+  @property
+  def reduction_params(self) -> tuple[str, ...]:
+    """Path prefixes of parameters the reduction adds (a pretrained ViT has none: they start from init)."""
+    return ("encoder/score_predictor_",) if self.reduction and self.reduction.get("kind") == "dynamicvit" else ()
+
   def _reduction_config(self) -> Optional[dict]:
     """The encoder's token reduction from `reduction` (None without one); errors name the key."""
     if not self.reduction:

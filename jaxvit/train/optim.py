@@ -43,7 +43,8 @@ def make_optimizer(cfg, total_steps: int, depth: int | None = None):
   """`(optax transformation, schedule)` for `cfg.name` in OPTIMIZERS, with clipping and accumulation.
 
   With `grad_accum = k`, gradients of k steps are averaged per update and the schedule counts updates.
-  `layer_decay < 1` scales each ViT layer's updates (fine-tuning; needs the model's `depth`).
+  `layer_decay < 1` scales each ViT layer's updates (fine-tuning; needs the model's `depth`);
+  `lr_multipliers` scales the updates of parameter groups (`multipliers_for`).
   """
   accum = int(cfg.get("grad_accum", 1))
   lr = schedule(cfg, total_steps // accum)
@@ -58,6 +59,8 @@ def make_optimizer(cfg, total_steps: int, depth: int | None = None):
     tx = optax.lamb(lr, b1=cfg.get("b1", 0.9), b2=cfg.get("b2", 0.999), weight_decay=wd, mask=decay_mask)
   else:
     raise ValueError(f"config.optimizer.name={name!r}; accepted: {OPTIMIZERS}")
+  if cfg.get("lr_multipliers"):
+    tx = optax.chain(tx, scale_by_multipliers(dict(cfg.lr_multipliers)))
   if cfg.get("layer_decay", 1.0) < 1.0:
     if not depth:
       raise ValueError("config.optimizer.layer_decay needs a model with a `depth` (a ViT block stack)")
@@ -90,13 +93,34 @@ def layer_decay_scales(params, depth: int, decay: float):
   return jax.tree_util.tree_map_with_path(scale, params)
 
 
-def scale_by_layer_decay(depth: int, decay: float) -> optax.GradientTransformation:
-  """Multiplies each update by its layer's scale (so learning rate and AdamW's decoupled decay shrink
-  together, as timm's per-group learning rates do)."""
+def scale_by(scales_fn) -> optax.GradientTransformation:
+  """Multiplies each update by `scales_fn(updates)`'s entry (learning rate and AdamW's decoupled weight
+  decay shrink together, as timm's and PyTorch's per-group learning-rate scales do)."""
   def init(params):
     return optax.EmptyState()
 
   def update(updates, state, params=None):
-    scales = layer_decay_scales(updates, depth, decay)
-    return jax.tree.map(lambda u, s: u * s.astype(u.dtype), updates, scales), state
+    return jax.tree.map(lambda u, s: u * s.astype(u.dtype), updates, scales_fn(updates)), state
   return optax.GradientTransformation(init, update)
+
+
+def scale_by_layer_decay(depth: int, decay: float) -> optax.GradientTransformation:
+  """Each ViT layer's updates times its `layer_decay_scales` entry."""
+  return scale_by(lambda updates: layer_decay_scales(updates, depth, decay))
+
+
+def multipliers_for(params, multipliers: dict):
+  """Per-parameter scales from `{path substring: multiplier, "default": multiplier}`: the longest substring
+  found in a parameter's "/"-joined path wins (DynamicViT: `{"score_predictor": 1.0, "default": 0.01}`
+  trains the predictors at the full rate and the pretrained backbone at 1 / 100)."""
+  default = float(multipliers.get("default", 1.0))
+  def scale(path, leaf):
+    name = "/".join(getattr(k, "key", str(k)) for k in path)
+    found = [key for key in multipliers if key != "default" and key in name]
+    return np.float32(multipliers[max(found, key=len)] if found else default)
+  return jax.tree_util.tree_map_with_path(scale, params)
+
+
+def scale_by_multipliers(multipliers: dict) -> optax.GradientTransformation:
+  """Each parameter group's updates times its multiplier (`multipliers_for`)."""
+  return scale_by(lambda updates: multipliers_for(updates, multipliers))

@@ -117,3 +117,41 @@ def test_inference_keeps_the_configured_count():
 def test_bad_dynamicvit_config_names_the_field(reduction, overrides, match):
   with pytest.raises(ValueError, match=match):
     jaxvit.create_model("deit_tiny_patch16_224", reduction=reduction, **overrides)
+
+
+def test_dynamicvit_loss_terms():
+  """Ratio term: kept fractions 0.5 and 0.25 against targets 0.7 and 0.49; token term: the mean squared
+  error over the two tokens kept to the end only."""
+  from jaxvit.distill import feature
+  first = jnp.array([[1.0, 1.0, 0.0, 0.0]])
+  last = jnp.array([[1.0, 0.0, 0.0, 0.0]])
+  student, teacher = jnp.zeros((1, 4, 2)), jnp.array([[[1.0, 3.0], [9.0, 9.0], [9.0, 9.0], [9.0, 9.0]]])
+  got = feature.dynamicvit([first, last], student, teacher, keep_rate=0.7, ratio_weight=2.0, token_weight=0.5)
+  want = 2.0 * ((0.5 - 0.7) ** 2 + (0.25 - 0.49) ** 2) / 2 + 0.5 * (1.0 + 9.0) / 2
+  np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def test_recipe_starts_from_converted_deit_weights_on_mock_imagenet(tmp_path, capsys):
+  """`configs/dynamicvit_deit_small.py:runlocal`: student and teacher from one converted DeiT-S (random
+  weights, 2 blocks); the predictors keep their initialisation, the backbone learns at 1 / 100."""
+  import tensorflow_datasets as tfds
+  from configs import dynamicvit_deit_small
+  from jaxvit.convert import save_converted
+  from jaxvit.train.trainer import train_and_evaluate
+  deit = jaxvit.create_model("deit_small_patch16_224", depth=2, img_size=64)
+  save_converted(str(tmp_path / "deit_s"), jaxvit.init_variables(deit), "deit_small_patch16_224",
+                 dict(depth=2, img_size=64))
+  config = dynamicvit_deit_small.get_config(f"init={tmp_path / 'deit_s'},runlocal")
+  config.async_checkpoints = False  # mock_data swaps in a fake file system while a dataset is built
+  with tfds.testing.mock_data(num_examples=64):
+    summary = train_and_evaluate(config, str(tmp_path / "run"))
+  out = capsys.readouterr().out
+  assert summary["steps"] == 6 and "feature_loss" in out and "distill_loss" in out
+  assert "parameters the reduction adds keep their initialisation (score_predictor_0, score_predictor_1)" in out
+
+
+def test_lr_multipliers_scale_parameter_groups():
+  from jaxvit.train import optim
+  params = {"encoder": {"score_predictor_0": {"w": 1.0}, "blocks_0": {"w": 1.0}}, "head": {"w": 1.0}}
+  scales = optim.multipliers_for(params, {"score_predictor": 1.0, "encoder": 0.5, "default": 0.01})
+  assert scales == {"encoder": {"score_predictor_0": {"w": 1.0}, "blocks_0": {"w": 0.5}}, "head": {"w": 0.01}}
