@@ -9,15 +9,13 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from jaxvit.cpu import use_all_cores
+from jaxvit.train import distributed
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "experiment config file, `path.py[:arg]`", lock_config=True)
 flags.DEFINE_string("workdir", None, "checkpoints, TensorBoard events and summary.json go here")
 flags.DEFINE_bool("eval_only", False, "evaluate the newest checkpoint in --workdir instead of training")
-flags.DEFINE_string("coordinator_address", None, "multi-process: host:port of process 0 (launch/local.sh)")
-flags.DEFINE_integer("num_processes", None, "multi-process: number of processes")
-flags.DEFINE_integer("process_id", None, "multi-process: this process's index")
-flags.DEFINE_bool("distributed", False, "multi-process: read the cluster from the environment (TPU pod, SLURM)")
+distributed.define_flags(flags)
 
 
 def main(argv):
@@ -25,10 +23,9 @@ def main(argv):
   if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # orbax and tfds log every step at INFO
   use_all_cores()  # one CPU device per core (jaxvit/cpu.py); before JAX starts
-  from jaxvit.train import distributed
   from jaxvit.train.trainer import evaluate_checkpoint, train_and_evaluate
   try:
-    distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id, FLAGS.distributed)
+    distributed.initialize_from_flags(FLAGS)
     (evaluate_checkpoint if FLAGS.eval_only else train_and_evaluate)(FLAGS.config, FLAGS.workdir)
   except (ValueError, FloatingPointError) as err:
     sys.exit(f"error: {err}")

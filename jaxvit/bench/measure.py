@@ -46,9 +46,11 @@ def timm_images_per_second(name: str, batch: int, img_size: int, runs: int = 5, 
   """timm's eval-mode images/s on the same input shape (random weights, float32, NCHW)."""
   import timm
   import torch
+
+  from jaxvit.convert import timm_kwargs
   if threads:
     torch.set_num_threads(threads)
-  model = timm.create_model(name, pretrained=False, img_size=img_size).eval()
+  model = timm.create_model(name, pretrained=False, **timm_kwargs(name, img_size=img_size)).eval()
   x = torch.randn(batch, 3, img_size, img_size)
   with torch.inference_mode():
     times = time_runs(lambda: model(x), runs=runs, warmup=2)

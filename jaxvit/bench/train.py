@@ -45,7 +45,9 @@ def timm_steps_per_second(name: str, batch: int, img_size: int, runs: int) -> fl
   """Steps/s of timm's model in train mode with torch.optim.AdamW on the same shapes (float32)."""
   import timm
   import torch
-  model = timm.create_model(name, pretrained=False, img_size=img_size).train()
+
+  from jaxvit.convert import timm_kwargs
+  model = timm.create_model(name, pretrained=False, **timm_kwargs(name, img_size=img_size)).train()
   opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
   x, y = torch.randn(batch, 3, img_size, img_size), torch.randint(0, 1000, (batch,))
 

@@ -59,6 +59,13 @@ def convert_state_dict(name: str, state_dict: dict, *, reset_head: bool = False,
   return model, variables
 
 
+def timm_kwargs(name: str, **fields) -> dict:
+  """The jaxvit `fields` timm's constructor for registered model `name` also takes (its family's
+  `TIMM_ARGS`; a CNN takes no `img_size`)."""
+  family = _family(create_model(name))
+  return {k: v for k, v in fields.items() if k in family.TIMM_ARGS}
+
+
 def head_mismatch(name: str, state_dict: dict, **overrides) -> str | None:
   """Why the checkpoint's classifier does not fit model `name` with `overrides`, or None if it does."""
   model = create_model(name, **overrides)
@@ -85,4 +92,4 @@ def from_timm(torch_module, **overrides):
 
 
 __all__ = ["ConversionError", "convert_state_dict", "from_timm", "head_keys", "head_mismatch", "head_params",
-           "load_converted", "read_state_dict", "save_converted"]
+           "load_converted", "read_state_dict", "save_converted", "timm_kwargs"]

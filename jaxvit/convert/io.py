@@ -47,6 +47,16 @@ def save_converted(out_dir: str, variables: dict, model_name: str, overrides: di
     json.dump(dict(model=model_name, overrides=overrides, **meta), f, indent=2, default=str)
 
 
+def restore_on_host(path: str):
+  """An orbax checkpoint item as numpy arrays, whatever devices and processes wrote it (a plain
+  `restore` insists on the writer's topology: a teacher saved by an 8-device run would not load into
+  two processes)."""
+  import jax
+  tree = ocp.StandardCheckpointer().metadata(path).item_metadata.tree
+  restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+  return ocp.PyTreeCheckpointer().restore(path, args=ocp.args.PyTreeRestore(restore_args=restore_args))
+
+
 def load_converted(out_dir: str):
   """`(model, variables)` from a directory written by `save_converted` (`config.init_from`)."""
   from jaxvit.registry import create_model
@@ -58,5 +68,4 @@ def load_converted(out_dir: str):
     meta = json.load(f)
   overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["overrides"].items()}
   model = create_model(meta["model"], **overrides)
-  variables = ocp.StandardCheckpointer().restore(os.path.join(out_dir, "variables"))
-  return model, variables
+  return model, restore_on_host(os.path.join(out_dir, "variables"))

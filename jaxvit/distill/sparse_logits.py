@@ -95,6 +95,9 @@ def save(config, directory: str, topk: int) -> dict:
   os.replace(indices_path + ".partial", indices_path)
   meta = dict(config=_fingerprint(config), steps=steps, topk=topk, num_classes=model.num_classes,
               process_count=jax.process_count(), teacher=dict(config.distill.teacher.to_dict()))
+  if jax.process_count() > 1:  # the metadata marks the directory complete: every process's files are in
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices("jaxvit: sparse logits written")
   if jax.process_index() == 0:
     with open(os.path.join(directory, META), "w") as f:
       json.dump(meta, f, indent=1)

@@ -175,6 +175,11 @@ class VisionTransformer(nn.Module):
     return h // self.patch_size, w // self.patch_size
 
   @property
+  def num_features(self) -> int:
+    """Width of `out["pre_logits"]`."""
+    return self.embed_dim
+
+  @property
   def num_prefix_tokens(self) -> int:
     return int(self.class_token) + int(self.dist_token) + self.reg_tokens
 

@@ -24,6 +24,19 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
     jax.distributed.initialize()
 
 
+def define_flags(flags):
+  """The multi-process flags every jaxvit CLI takes (`launch/local.sh` passes the first three)."""
+  flags.DEFINE_string("coordinator_address", None, "multi-process: host:port of process 0 (launch/local.sh)")
+  flags.DEFINE_integer("num_processes", None, "multi-process: number of processes")
+  flags.DEFINE_integer("process_id", None, "multi-process: this process's index")
+  flags.DEFINE_bool("distributed", False, "multi-process: read the cluster from the environment (TPU pod, SLURM)")
+
+
+def initialize_from_flags(values) -> None:
+  """`initialize` from the flags `define_flags` defined."""
+  initialize(values.coordinator_address, values.num_processes, values.process_id, values.distributed)
+
+
 def any_process(flag: bool) -> bool:
   """True when `flag` is set on any process (all processes must call this at the same point)."""
   if jax.process_count() == 1:

@@ -10,10 +10,9 @@ import os
 
 import flax
 import numpy as np
-import orbax.checkpoint as ocp
 
 from jaxvit.convert import FAMILIES
-from jaxvit.convert.io import META_FILE, load_converted
+from jaxvit.convert.io import META_FILE, load_converted, restore_on_host
 from jaxvit.convert.mapping import loop_to_scan
 from jaxvit.layers import resample_abs_pos_embed
 
@@ -29,7 +28,7 @@ def load_variables(path: str, field: str = "config.init_from") -> dict:
   if not steps:
     raise ValueError(f"{field}={path!r} is neither a converted checkpoint (python -m jaxvit.convert) "
                      f"nor a training workdir with checkpoints")
-  state = ocp.StandardCheckpointer().restore(os.path.join(ckpt_dir, str(steps[-1]), "state"))
+  state = restore_on_host(os.path.join(ckpt_dir, str(steps[-1]), "state"))
   return {"params": state["params"], **(state.get("mutable") or {})}
 
 

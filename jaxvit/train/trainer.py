@@ -141,22 +141,26 @@ def prepared_builder(data):
 
 
 def start_from(state, shardings, model, path: str):
-  """The fresh state with params (and EMA params) taken from `config.init_from`; parameters a token
-  reduction adds (DynamicViT's predictors) keep their initialisation when the source lacks them."""
+  """The fresh state with variables (params, EMA params, BatchNorm statistics) from `config.init_from`;
+  parameters a token reduction adds (DynamicViT's predictors) keep their initialisation when the
+  source lacks them."""
   flat = lambda tree: flax.traverse_util.flatten_dict(tree, sep="/")
-  target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state.params)
-  source, current = flat(init_from.load_params(path)), flat(state.params)
-  added = [k for k in current if k not in source and k.startswith(getattr(model, "reduction_params", ()))]
-  source.update({k: np.zeros(current[k].shape, current[k].dtype) for k in added})  # placeholders, see below
-  params, notes = init_from.adapt(flax.traverse_util.unflatten_dict(source, sep="/"), target, model)
+  shapes = lambda tree: jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), tree)
+  source = init_from.load_variables(path)
+  params, current = flat(source["params"]), flat(state.params)
+  added = [k for k in current if k not in params and k.startswith(getattr(model, "reduction_params", ()))]
+  params.update({k: np.zeros(current[k].shape, current[k].dtype) for k in added})  # placeholders, see below
+  source["params"] = flax.traverse_util.unflatten_dict(params, sep="/")
+  variables, notes = init_from.adapt_variables(source, shapes({"params": state.params, **state.mutable}), model)
   if added:
     notes.append(f"{len(added)} parameters the reduction adds keep their initialisation "
                  f"({', '.join(sorted({k.split('/')[1] for k in added}))})")
   for note in notes:
     print(f"init_from: {note}")
-  params = flat(jax.device_put(params, shardings.params))
+  params = flat(jax.device_put(variables.pop("params"), shardings.params))
   params = flax.traverse_util.unflatten_dict({**params, **{k: current[k] for k in added}}, sep="/")
-  return state.replace(params=params, ema_params=params if state.ema_params is not None else None)
+  mutable = jax.device_put(variables, shardings.mutable)
+  return state.replace(params=params, mutable=mutable, ema_params=params if state.ema_params is not None else None)
 
 
 def evaluate_checkpoint(config, workdir: str) -> dict:

@@ -46,3 +46,32 @@ def test_a_config_that_sees_other_images_is_an_error(mixed_config, tmp_path, fie
   (mixed_config[section] if section else mixed_config)[key] = value
   with pytest.raises(ValueError, match=f"config.{field}=.* differs from the saved logits"):
     sparse_logits.SparseLogits(str(tmp_path), mixed_config, 10)
+
+
+@pytest.mark.slow
+def test_two_processes_write_the_rows_one_process_writes(mixed_config, tmp_path):
+  """`save_logits` in two gloo processes (launch/local.sh): process p's file holds its share of each
+  global batch, the one the same process reads when training with two processes."""
+  import json
+  import os
+  import subprocess
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  mixed_config.data.num_shards = 2  # one process reads both shards, as two processes do
+  sparse_logits.save(mixed_config, str(tmp_path / "one"), topk=3)
+  (tmp_path / "config.json").write_text(mixed_config.to_json())
+  (tmp_path / "config.py").write_text(
+      "import json, ml_collections\n"
+      f"def get_config():\n  return ml_collections.ConfigDict(json.load(open({str(tmp_path / 'config.json')!r})))\n")
+  env = dict(os.environ, PYTHONPATH=root, JAXVIT_MODULE="jaxvit.distill.save_logits")
+  env.pop("XLA_FLAGS", None)
+  run = subprocess.run(["bash", "launch/local.sh", "2", "4", f"--config={tmp_path / 'config.py'}",
+                        f"--out={tmp_path / 'two'}", "--topk=3"], cwd=root, env=env, capture_output=True, text=True,
+                       timeout=600)
+  assert run.returncode == 0, run.stdout + run.stderr + (tmp_path / "two" / "process_1.log").read_text()
+  assert json.loads((tmp_path / "two" / sparse_logits.META).read_text())["process_count"] == 2
+  one = {k: np.load(tmp_path / "one" / f"{k}.p0.npy") for k in ("values", "indices")}
+  two = {k: np.concatenate([np.load(tmp_path / "two" / f"{k}.p{p}.npy") for p in (0, 1)], axis=1)
+         for k in ("values", "indices")}
+  assert two["values"].shape == one["values"].shape == (8, 32, 3)
+  np.testing.assert_array_equal(two["indices"], one["indices"])
+  np.testing.assert_allclose(two["values"].astype(np.float32), one["values"].astype(np.float32), rtol=1e-3)

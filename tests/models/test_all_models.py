@@ -28,11 +28,6 @@ def small(model):
   return model.clone(img_size=32, depths=tuple(min(d, 2) for d in model.depths))
 
 
-def num_features(model) -> int:
-  """Width of `out["pre_logits"]`."""
-  return getattr(model, "num_features", None) or model.embed_dim
-
-
 def random_variables(model, seed=0):
   """Variables of `model.init`'s shapes filled from numpy: compiling a CNN's per-parameter random init
   takes longer than its forward and backward. Running variances stay positive."""
@@ -57,7 +52,7 @@ def test_forward_backward_small(name):
   def loss(params):
     (logits, out), new_state = model.apply({"params": params, **state}, images, train=True, mutable=list(state),
                                            rngs={"dropout": jax.random.key(2), "drop_path": jax.random.key(3)})
-    assert logits.shape == (2, 5) and out["pre_logits"].shape == (2, num_features(model))
+    assert logits.shape == (2, 5) and out["pre_logits"].shape == (2, model.num_features)
     assert jax.tree.structure(new_state) == jax.tree.structure(state)  # BatchNorm updates its running stats
     return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], axis=1)), new_state
 

@@ -47,3 +47,19 @@ def test_init_from_nothing_is_an_error(tiny_config, tmp_path):
   tiny_config.init_from = str(tmp_path)
   with pytest.raises(ValueError, match="is neither a converted checkpoint"):
     train_and_evaluate(tiny_config, str(tmp_path / "run"))
+
+
+def test_a_cnn_run_starts_from_another_runs_params_and_batch_stats(tiny_config, tmp_path):
+  from jaxvit.train.trainer import setup
+  tiny_config.model.name, tiny_config.model.overrides = "resnet18", dict(img_size=8)
+  tiny_config.total_steps = 2
+  train_and_evaluate(tiny_config, str(tmp_path / "first"))
+  want = init_from.load_variables(str(tmp_path / "first"))
+  tiny_config.init_from = str(tmp_path / "first")
+  run = setup(tiny_config, str(tmp_path / "second"))
+  run.checkpoints.close()
+  got = {"params": run.state.params, **run.state.mutable}
+  assert set(got) == {"params", "batch_stats"}
+  for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(jax.device_get(got))):
+    np.testing.assert_array_equal(a, b)
+  assert float(np.abs(jax.tree.leaves(want["batch_stats"])[0]).sum()) > 0  # real statistics, not the init
