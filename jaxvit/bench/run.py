@@ -78,7 +78,7 @@ def benchmark(patterns, *, batch=32, img_size=None, dtype="float32", compare=Non
     eta = "" if not i else f", ETA {(time.time() - start) / i * (len(models) - i):.0f}s"
     log(f"[{i + 1}/{len(models)}] {name} {label}: compiling{eta}")
     model = models[name, label]
-    variables = init_variables(model.clone(reduction=None) if label else model)
+    variables = init_variables(model)
     shape = input_shape(model, batch)
     images = jax.device_put(measure.random_images(batch, shape[1:]), data)
     variables = jax.device_put(variables, replicated)
