@@ -7,8 +7,6 @@ in the parity tests and score predictors from `predictor_weights()`, run once on
 images (first 8 logits per image, argmax), and fvcore's count of that model: 2.987611968 GFLOPs.
 """
 
-import importlib.util
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,8 +14,8 @@ import pytest
 
 import jaxvit
 from jaxvit.bench.flops import count_macs
+from dynamic_oracle import check_oracle
 
-HAS_TIMM = importlib.util.find_spec("timm") is not None
 DYNAMICVIT_ORACLE = ([1.3816274, -0.372784, -0.7422869, -0.1258104, 0.0954307, 1.0273926, 0.1824522, -0.5319784],
                      [0.8744811, -0.4757703, -1.0172955, -0.322653, 0.198613, 1.1533582, -0.1922632, -0.4857042],
                      [629, 798])
@@ -45,24 +43,11 @@ def predictor_weights(dim=384, stages=3):
 
 
 @pytest.mark.parity
-@pytest.mark.skipif(not HAS_TIMM, reason="needs timm")
-def test_deit_small_with_dynamicvit_prunes_like_the_official_model():
-  import timm
-  import torch
-  from jaxvit.convert import from_timm
-  torch.manual_seed(0)
-  reference = timm.create_model("deit_small_patch16_224", pretrained=False).eval()
-  with torch.no_grad():
-    for p in reference.parameters():
-      p.add_(0.02 * torch.randn_like(p))
-  model, variables = from_timm(reference)
-  model = model.clone(reduction=dict(kind="dynamicvit", keep_rate=0.7))
+def test_deit_small_with_dynamicvit_prunes_like_the_official_model(seeded_deit_small):
+  model, variables, images = seeded_deit_small
   params = dict(variables["params"], encoder=dict(variables["params"]["encoder"], **predictor_weights()))
-  images = np.random.RandomState(0).standard_normal((2, 224, 224, 3)).astype(np.float32)
-  logits = np.asarray(jax.jit(lambda p, x: model.apply({"params": p}, x)[0])(params, images))
-  first0, first1, argmax = DYNAMICVIT_ORACLE
-  np.testing.assert_allclose(logits[:, :8], [first0, first1], atol=1e-4)
-  np.testing.assert_array_equal(logits.argmax(1), argmax)
+  check_oracle(model.clone(reduction=dict(kind="dynamicvit", keep_rate=0.7)), {"params": params}, images,
+               *DYNAMICVIT_ORACLE)
 
 
 def test_keep_counts_and_gmacs_of_deit_small_rho_0_7():

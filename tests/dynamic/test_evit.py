@@ -6,8 +6,6 @@ of timm's `deit_small_patch16_224` seeded as in the parity tests, run once on th
 first 8 logits per image and the argmax.
 """
 
-import importlib.util
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,8 +14,8 @@ import pytest
 import jaxvit
 from jaxvit.bench.flops import count_macs
 from jaxvit.dynamic import evit
+from dynamic_oracle import check_oracle
 
-HAS_TIMM = importlib.util.find_spec("timm") is not None
 
 EVIT_ORACLE = {  # (keep_rate, fuse_token): (first 8 logits of image 0, of image 1, argmax)
     (0.7, True): ([1.4047992, -0.359888, -0.7647651, -0.1398164, 0.0879215, 1.0117403, 0.2059498, -0.5825308],
@@ -33,23 +31,11 @@ EVIT_ORACLE = {  # (keep_rate, fuse_token): (first 8 logits of image 0, of image
 
 
 @pytest.mark.parity
-@pytest.mark.skipif(not HAS_TIMM, reason="needs timm")
 @pytest.mark.parametrize("keep_rate,fuse_token", list(EVIT_ORACLE), ids=["keep0.7_fuse", "keep0.7", "keep0.5_fuse"])
-def test_deit_small_with_evit_matches_the_official_model(keep_rate, fuse_token):
-  import timm
-  import torch
-  from jaxvit.convert import from_timm
-  torch.manual_seed(0)
-  reference = timm.create_model("deit_small_patch16_224", pretrained=False).eval()
-  with torch.no_grad():
-    for p in reference.parameters():
-      p.add_(0.02 * torch.randn_like(p))
-  model, variables = from_timm(reference, reduction=dict(kind="evit", keep_rate=keep_rate, fuse_token=fuse_token))
-  images = np.random.RandomState(0).standard_normal((2, 224, 224, 3)).astype(np.float32)
-  logits = np.asarray(jax.jit(lambda v, x: model.apply(v, x)[0])(variables, images))
-  first0, first1, argmax = EVIT_ORACLE[(keep_rate, fuse_token)]
-  np.testing.assert_allclose(logits[:, :8], [first0, first1], atol=1e-4)
-  np.testing.assert_array_equal(logits.argmax(1), argmax)
+def test_deit_small_with_evit_matches_the_official_model(seeded_deit_small, keep_rate, fuse_token):
+  model, variables, images = seeded_deit_small
+  check_oracle(model.clone(reduction=dict(kind="evit", keep_rate=keep_rate, fuse_token=fuse_token)), variables,
+               images, *EVIT_ORACLE[(keep_rate, fuse_token)])
 
 
 @pytest.mark.parametrize("fuse_token,counts,gmacs", [

@@ -6,8 +6,6 @@ TOME_ORACLE: `facebookresearch/ToMe` `tome.patch.timm` applied to timm's `deit_s
 parity tests' two images: each setting's first 8 logits per image and the argmax.
 """
 
-import importlib.util
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,8 +14,7 @@ import pytest
 import jaxvit
 from jaxvit.bench.flops import count_macs
 from jaxvit.dynamic import tome
-
-HAS_TIMM = importlib.util.find_spec("timm") is not None
+from dynamic_oracle import check_oracle
 
 TOME_ORACLE = {  # (r, prop_attn): (first 8 logits of image 0, of image 1, argmax)
     (13, True): ([1.4025275, -0.3861511, -0.7810811, -0.0536701, 0.1588343, 1.0104247, 0.1624055, -0.6425885],
@@ -33,23 +30,11 @@ TOME_ORACLE = {  # (r, prop_attn): (first 8 logits of image 0, of image 1, argma
 
 
 @pytest.mark.parity
-@pytest.mark.skipif(not HAS_TIMM, reason="needs timm")
 @pytest.mark.parametrize("r,prop_attn", list(TOME_ORACLE), ids=["r13", "r13_no_prop_attn", "r16_decreasing"])
-def test_deit_small_with_tome_matches_the_official_patch(r, prop_attn):
-  import timm
-  import torch
-  from jaxvit.convert import from_timm
-  torch.manual_seed(0)
-  reference = timm.create_model("deit_small_patch16_224", pretrained=False).eval()
-  with torch.no_grad():
-    for p in reference.parameters():
-      p.add_(0.02 * torch.randn_like(p))
-  model, variables = from_timm(reference, reduction=dict(kind="tome", r=r, prop_attn=prop_attn))
-  images = np.random.RandomState(0).standard_normal((2, 224, 224, 3)).astype(np.float32)
-  logits = np.asarray(jax.jit(lambda v, x: model.apply(v, x)[0])(variables, images))
-  first0, first1, argmax = TOME_ORACLE[(r, prop_attn)]
-  np.testing.assert_allclose(logits[:, :8], [first0, first1], atol=1e-4)
-  np.testing.assert_array_equal(logits.argmax(1), argmax)
+def test_deit_small_with_tome_matches_the_official_patch(seeded_deit_small, r, prop_attn):
+  model, variables, images = seeded_deit_small
+  check_oracle(model.clone(reduction=dict(kind="tome", r=r, prop_attn=prop_attn)), variables, images,
+               *TOME_ORACLE[(r, prop_attn)])
 
 
 def test_schedules_follow_the_official_parse_r():
