@@ -1,0 +1,41 @@
+"""Token reduction on `digits` in a few minutes (the quick dynamic-networks recipe): the default
+config's ViT with a class token, 16 patches, trained with `kind=` tome, evit or dynamicvit.
+
+  python -m jaxvit.main --config=configs/dynamic_digits.py:kind=none --workdir=runs/dyn_none
+  python -m jaxvit.main --config=configs/dynamic_digits.py:kind=tome --workdir=runs/dyn_tome
+  python -m jaxvit.main --config=configs/dynamic_digits.py:kind=dynamicvit,init=runs/dyn_none --workdir=runs/dyn_dvit
+
+ToMe merges 2 tokens per block (16 -> 8 by the last block); EViT keeps 0.7 of the tokens after blocks
+1 and 2; DynamicViT (rho 0.7 at blocks 1, 2) starts from `init=` (a `kind=none` run), which is also its
+unpruned teacher, with its official loss and the backbone at 0.01 x the predictors' learning rate.
+Arguments: kind, init, steps, runlocal.
+"""
+
+from configs import common
+from configs import default
+
+REDUCTIONS = {"none": None, "tome": dict(kind="tome", r=2),
+              "evit": dict(kind="evit", keep_rate=0.7, locations=(1, 2), fuse_token=True),
+              "dynamicvit": dict(kind="dynamicvit", keep_rate=0.7, locations=(1, 2))}
+
+
+def get_config(arg=None):
+  arg = common.parse_arg(arg, kind="tome", init="", steps=1500, runlocal=False)
+  if arg.kind not in REDUCTIONS:
+    raise ValueError(f"config argument kind={arg.kind!r}; accepted: {tuple(REDUCTIONS)}")
+  c = default.get_config()
+  c.model.overrides.update(class_token=True, global_pool="token", reduction=REDUCTIONS[arg.kind])
+  c.total_steps = arg.steps
+  c.optimizer.warmup_steps = max(arg.steps // 15, 1)
+  c.log_every, c.eval_every, c.checkpoint_every = 100, arg.steps, arg.steps
+  if arg.kind == "dynamicvit":
+    if not arg.init:
+      raise ValueError("config argument init= is required for kind=dynamicvit (a kind=none workdir: its weights "
+                       "and its unpruned teacher)")
+    c.init_from = arg.init
+    c.optimizer.lr_multipliers = dict(score_predictor=1.0, default=0.01)
+    c.distill.update(kind="kd", hyper=dict(temperature=1.0), base_weight=1.0, weight=0.5)
+    c.distill.teacher.update(name=c.model.name, init_from=arg.init,
+                             overrides={k: v for k, v in c.model.overrides.items() if k != "reduction"})
+    c.distill.feature.update(kind="dynamicvit", student_layers=(1, 2), weight=1.0, hyper=dict(keep_rate=0.7))
+  return common.runlocal(c) if arg.runlocal else c
