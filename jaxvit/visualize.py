@@ -87,15 +87,15 @@ def visualize(model_name: str, reduction: dict, image_path: str, out_path: str, 
   if reduction["kind"] == "tome":
     reduction = dict(reduction, trace_source=True)
   model = create_model(model_name, reduction=reduction)
-  plain = model.clone(reduction=None)
-  variables = init_variables(plain)
+  variables = init_variables(model)  # DynamicViT's predictors included
   if weights:
     from jaxvit.train import init_from
     target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), variables["params"])
-    params, _ = init_from.adapt(init_from.load_params(weights, field="--weights"), target, plain,
-                                error_prefix=f"--weights={weights!r} does not fit --model {model_name!r}")
+    params, _ = init_from.adapt(init_from.load_params(weights, field="--weights"), target, model,
+                                error_prefix=f"--weights={weights!r} does not fit --model {model_name!r} with "
+                                             f"--reduction")
     variables = {"params": params}
-  image = load_image(image_path, (plain.grid[0] * plain.patch_size, plain.grid[1] * plain.patch_size))
+  image = load_image(image_path, (model.grid[0] * model.patch_size, model.grid[1] * model.patch_size))
   cfg = pretrained_cfg(model_name)
   normalized = (image - np.asarray(cfg["mean"], np.float32)) / np.asarray(cfg["std"], np.float32)
   logits, out = jax.jit(lambda v, x: model.apply(v, x))(variables, jnp.asarray(normalized)[None])
@@ -105,7 +105,7 @@ def visualize(model_name: str, reduction: dict, image_path: str, out_path: str, 
     stages = sorted(int(k[4:]) for k in out if k.startswith("kept"))
   groups = patch_groups(out, model, stages)
   titles = [f"after block {i + 1}: {len(np.unique(g[g >= 0]))} tokens" for i, g in zip(stages, groups)]
-  draw(image, groups, plain.grid, titles, out_path, pruned_grey=reduction["kind"] != "tome")
+  draw(image, groups, model.grid, titles, out_path, pruned_grey=reduction["kind"] != "tome")
   return groups
 
 

@@ -31,6 +31,12 @@ def test_evit_shows_the_kept_patches_after_each_pruning_block(image, tmp_path):
   assert np.all(kept_before[groups[1] >= 0])  # a pruned patch never comes back
 
 
+def test_dynamicvit_shows_the_patches_its_predictors_keep(image, tmp_path):
+  groups = visualize.visualize("deit_tiny_patch16_224", dict(kind="dynamicvit", keep_rate=0.7), image,
+                               str(tmp_path / "d.png"))
+  assert [int((g >= 0).sum()) for g in groups] == [137, 96, 67]
+
+
 def test_cli_writes_the_png_and_rejects_two_reductions(image, tmp_path, capsys):
   visualize.main(["--model", "deit_tiny_patch16_224", "--reduction", "evit:keep_rate=0.5", "--image", image,
                   "--out", str(tmp_path / "cli.png")])

@@ -94,7 +94,8 @@ def benchmark(patterns, *, batch=32, img_size=None, dtype="float32", compare=Non
                                                   runs=runs, warmup=2, min_seconds=1.0))
     achieved = 2 * macs * ips
     per_device = batch // len(devices)  # XLA's cost and memory analyses describe one device's program
-    row = dict(model=f"{name} + {label}" if label else name, img_size=shape[1], batch=batch, dtype=dtype, params_m=count_params(variables["params"]) / 1e6,
+    row = dict(model=f"{name} + {label}" if label else name, img_size=shape[1], batch=batch, dtype=dtype,
+               params_m=count_params(variables["params"]) / 1e6,
                gmacs=macs / 1e9, xla_gflops=flops.xla_cost(compiled).get("flops", float("nan")) / per_device / 1e9,
                images_per_s=ips, latency_ms=latency * 1e3,
                peak_mem_mb=measure.memory_bytes(compiled).get("peak", float("nan")) / 2 ** 20,

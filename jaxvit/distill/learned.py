@@ -108,8 +108,8 @@ class Learned(nn.Module):
       return {"weak_logits": layers.dense(self.student["num_classes"], ("embed", "classes"), name="uskd_weak")(mid)}
     return {}
 
-  def feature_loss(self, out, teacher_features):
-    kind, hyper = self.feature_kind, self.feature_hyper
+  def feature_loss(self, out, batch):
+    kind, hyper, teacher_features = self.feature_kind, self.feature_hyper, batch.get("teacher_features") or {}
     patches = lambda x, who: x[:, who["num_prefix_tokens"]:]
     if kind == "fitnet":
       terms = [feature.fitnet(_project(teacher_features[f"block{j}"].shape[-1], f"fitnet_{n}")(out[f"block{i}"]),
@@ -129,15 +129,12 @@ class Learned(nn.Module):
       generated = ViTKDGenerator(tuple(self.student["grid"]), name="vitkd_generator")(high_s, mask)
       return feature.vitkd(low_s, low_t, generated, high_t, mask, **hyper)
     if kind == "ofa":
-      labels, teacher_logits = teacher_features["label"], teacher_features["teacher_logits"]
-      terms = [response.ofa(OFABranch(stage + 1, self.student["num_classes"], tuple(self.student["grid"]),
-                                      self.student["num_prefix_tokens"], name=f"ofa_stage_{stage + 1}")(out[f"block{i}"]),
-                            teacher_logits, labels, **hyper) for stage, (i, _) in enumerate(self.pairs)]
-      return sum(terms)
+      branch = lambda stage: OFABranch(stage + 1, self.student["num_classes"], tuple(self.student["grid"]),
+                                       self.student["num_prefix_tokens"], name=f"ofa_stage_{stage + 1}")
+      return sum(response.ofa(branch(stage)(out[f"block{i}"]), batch["teacher_logits"], batch["label"], **hyper)
+                 for stage, (i, _) in enumerate(self.pairs))
     return None
 
   @nn.compact
   def __call__(self, out, batch):
-    teacher_features = dict(batch.get("teacher_features") or {}, label=batch["label"],
-                            teacher_logits=batch.get("teacher_logits"))
-    return self.response_inputs(out, batch), self.feature_loss(out, teacher_features)
+    return self.response_inputs(out, batch), self.feature_loss(out, batch)

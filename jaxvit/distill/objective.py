@@ -64,7 +64,7 @@ FEATURES = {
     "vitkd": FeatureKind(feature.vitkd, teacher_keys=("encoded",)),
     "ofa": FeatureKind(response.ofa, (), paired=False),  # OFA-KD's stage branches, against the teacher's logits
     # DynamicViT's ratio and token-distillation terms: the student's keep decisions at its pruning blocks
-    "dynamicvit": FeatureKind(feature.dynamicvit, ("keep_decision",), ("encoded",), paired=False),
+    "dynamicvit": FeatureKind(feature.dynamicvit, (), ("encoded",), paired=False),
 }
 FEATURE_WEIGHTS = {"fitnet": 100.0}  # mdistiller FITNET.LOSS.FEAT_WEIGHT; the others' official weight is 1
 # ViTKD mimics blocks 0 and 1; OFA-KD's four stages of a 12-block ViT end at blocks 1, 3, 9 and 11
@@ -89,8 +89,8 @@ def feature_pairs(cfg, student_depth: int, teacher_depth: int | None) -> list[tu
     s, t = map(list, DEFAULT_LAYERS[cfg.kind])
   if not kind.paired:
     if not s or t or (cfg.kind == "ofa" and len(s) > 4):
-      raise ValueError(f"config.distill.feature.kind={cfg.kind!r} takes student_layers only (OFA-KD: up to 4 stage ends), "
-                       f"got student_layers={s}, teacher_layers={t}")
+      raise ValueError(f"config.distill.feature.kind={cfg.kind!r} takes student_layers only (OFA-KD: up to 4 "
+                       f"stage ends), got student_layers={s}, teacher_layers={t}")
     t = [None] * len(s)
   elif not s or len(s) != len(t):
     raise ValueError(f"config.distill.feature.student_layers={s} and teacher_layers={t} must pair up one to one")

@@ -51,9 +51,10 @@ class Block(nn.Module):
     `aux`; `policy` `[B, N]` masks attention keys (DynamicViT's training)."""
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     bias = jnp.log(size[..., 0]) if self.prop_attn and size is not None else None
-    y, aux = layers.Attention(self.num_heads, self.qkv_bias, self.attn_drop_rate, self.proj_drop_rate,
-                              self.return_attention, self.merge_r > 0, self.keep_tokens > 0, name="attn", **kw)(
-                                  layers.layer_norm(self.norm_eps, name="norm1", **kw)(x), train=self.train, bias=bias, policy=policy)
+    attention = layers.Attention(self.num_heads, self.qkv_bias, self.attn_drop_rate, self.proj_drop_rate,
+                                 self.return_attention, self.merge_r > 0, self.keep_tokens > 0, name="attn", **kw)
+    y, aux = attention(layers.layer_norm(self.norm_eps, name="norm1", **kw)(x), train=self.train, bias=bias,
+                       policy=policy)
     if self.init_values is not None:
       y = layers.LayerScale(self.init_values, self.param_dtype, name="ls1")(y)
     x = x + layers.drop_path(self, y, drop_path_rate, train=self.train)
@@ -125,7 +126,6 @@ class Encoder(nn.Module):
         for key, value in aux.items():
           out[f"{'block' if key == 'tokens' else key}{i}"] = value
     return x, out
-
 
   def _prune(self, x, decision, keep: int, stage: int):
     """DynamicViT before a pruning block: `(x, decision, policy, out)`; training masks, inference drops."""
