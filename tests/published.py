@@ -57,4 +57,12 @@ PUBLISHED = {
     "regnety_120": (51.82, 12.14),
     "regnety_160": (83.59, 15.96),
     "regnety_320": (145.05, 32.34),
+    # zoo: swin
+    # zoo: pvt_v2 / twins
+    # zoo: mlp_mixer (mixer, resmlp, gmlp)
+    # zoo: metaformer (poolformer) / swiftformer
+    # zoo: crossvit
+    # zoo: maxxvit (maxvit)
+    # zoo: volo / tnt
+    # zoo: vit rope
 }

@@ -2,27 +2,40 @@
 
 `from_timm(torch_module)` converts a live timm model; `convert_state_dict(name, state_dict)` a
 checkpoint's tensors; `python -m jaxvit.convert` a checkpoint file into an orbax checkpoint.
-A family module supplies `timm_name`, optionally `special`, `HEADS`, `TIMM_ARGS` and
-`overrides_from_timm` (see `mapping.py`).
+The model family `jaxvit/models/<family>.py` converts through `jaxvit/convert/<family>.py`, which
+supplies `timm_name`, optionally `special`, `HEADS`, `TIMM_ARGS` and `overrides_from_timm` (see
+`mapping.py`).
 """
+
+import importlib
+import pkgutil
 
 import flax
 import numpy as np
 
-from jaxvit.convert import regnet, resnet, vit
 from jaxvit.convert.io import load_converted, read_state_dict, save_converted
 from jaxvit.convert.mapping import ConversionError, abstract_params, convert_state_dict as _convert, loop_to_scan
 from jaxvit.registry import _check_name, create_model
 
-# jaxvit module class -> family mapping module (timm_name, special, HEADS, TIMM_ARGS, overrides_from_timm)
-FAMILIES = {"VisionTransformer": vit, "ResNet": resnet, "RegNet": regnet}
+
+def families() -> list[str]:
+  """The model families with a timm conversion (`jaxvit/convert/<family>.py`)."""
+  return sorted(m.name for m in pkgutil.iter_modules(__path__) if m.name not in ("io", "mapping") and
+                not m.name.startswith("_"))
+
+
+def family_of(model):
+  """The conversion module of `model`'s family (`jaxvit.models.swin.Swin` -> `jaxvit.convert.swin`), or
+  None if the family has no timm conversion."""
+  family = type(model).__module__.rsplit(".", 1)[-1]
+  return importlib.import_module(f"{__name__}.{family}") if family in families() else None
 
 
 def _family(model):
-  try:
-    return FAMILIES[type(model).__name__]
-  except KeyError:
-    raise ValueError(f"no timm conversion for {type(model).__name__}; families: {sorted(FAMILIES)}") from None
+  family = family_of(model)
+  if family is None:
+    raise ValueError(f"no timm conversion for {type(model).__name__}; families: {families()}")
+  return family
 
 
 def head_params(model) -> dict:
@@ -91,5 +104,5 @@ def from_timm(torch_module, **overrides):
   return convert_state_dict(name, torch_module.state_dict(), **kw)
 
 
-__all__ = ["ConversionError", "convert_state_dict", "from_timm", "head_keys", "head_mismatch", "head_params",
+__all__ = ["ConversionError", "convert_state_dict", "families", "family_of", "from_timm", "head_keys", "head_mismatch", "head_params",
            "load_converted", "read_state_dict", "save_converted", "timm_kwargs"]

@@ -11,7 +11,7 @@ import time
 import jax
 import numpy as np
 
-from jaxvit.convert import (FAMILIES, ConversionError, convert_state_dict, head_keys, head_mismatch, read_state_dict,
+from jaxvit.convert import (ConversionError, convert_state_dict, family_of, head_keys, head_mismatch, read_state_dict,
                             save_converted)
 from jaxvit.utils import input_shape
 
@@ -20,7 +20,7 @@ def verify(name, state_dict, model, variables, reset_head) -> float:
   """Max abs difference between timm and jaxvit on one random batch (pre-logits if the head was reset)."""
   import timm
   import torch
-  family = FAMILIES[type(model).__name__]
+  family = family_of(model)
   kwargs = {field: getattr(model, field) for field in family.TIMM_ARGS}
   tm = timm.create_model(name, pretrained=False, num_classes=model.num_classes, **kwargs).eval()
   module = sys.modules[type(tm).__module__]

@@ -1,3 +1,7 @@
-"""Model families; importing this package registers every model."""
+"""Model families, one module each; importing this package registers every model."""
 
-from jaxvit.models import regnet, resnet, vit  # noqa: F401  (each registers its family's variants)
+import importlib
+import pkgutil
+
+for _module in pkgutil.iter_modules(__path__):
+  importlib.import_module(f"{__name__}.{_module.name}")  # each module registers its family's variants

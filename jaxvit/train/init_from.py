@@ -11,7 +11,7 @@ import os
 import flax
 import numpy as np
 
-from jaxvit.convert import FAMILIES
+from jaxvit.convert import family_of
 from jaxvit.convert.io import META_FILE, load_converted, restore_on_host
 from jaxvit.convert.mapping import loop_to_scan
 from jaxvit.layers import resample_abs_pos_embed
@@ -43,7 +43,7 @@ def adapt(source: dict, target: dict, model, error_prefix: str = "config.init_fr
   src = flax.traverse_util.flatten_dict(source, sep="/")
   if getattr(model, "scan", False) and any("blocks_" in p for p in src):  # loop-layout weights, scanned model
     src = flax.traverse_util.flatten_dict(loop_to_scan(source), sep="/")
-  heads = getattr(FAMILIES.get(type(model).__name__), "HEADS", ())
+  heads = getattr(family_of(model), "HEADS", ())
   dst = flax.traverse_util.flatten_dict(target, sep="/")
   out, notes, missing, misshaped = {}, [], [], []
   for path, want in dst.items():

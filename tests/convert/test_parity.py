@@ -8,7 +8,6 @@ any input size: the default run checks them on 64 px images (2x2 after the last 
 at their reference resolution.
 """
 
-import dataclasses
 import importlib.util
 
 import jax
@@ -18,33 +17,11 @@ import pytest
 import jaxvit
 from jaxvit.utils import input_shape
 from convert.timm_reference import perturbed, timm_logits
-from published import PUBLISHED
+from zoo import is_cnn, representatives
 
 HAS_TIMM = importlib.util.find_spec("timm") is not None
-SIZE_FIELDS = {"embed_dim", "depth", "num_heads", "mlp_ratio", "num_classes",
-               "depths", "channels", "widths", "group_sizes", "stem_width", "base_width"}  # CNN stages
 CNN_SIZE = 64  # default-run input size of models without patches
 TIMM_MODELS = [n for n in jaxvit.list_models() if HAS_TIMM and __import__("timm").is_model(n)]
-
-
-def is_cnn(model) -> bool:
-  return not hasattr(model, "patch_size")
-
-
-def code_path(name):
-  model = jaxvit.create_model(name)
-  size_fields = SIZE_FIELDS | ({"img_size"} if is_cnn(model) else set())  # a CNN's img_size is only nominal
-  return type(model).__name__, tuple((f.name, getattr(model, f.name)) for f in dataclasses.fields(model)
-                                     if f.init and f.name not in size_fields | {"parent", "name"})
-
-
-def representatives(names):
-  """The smallest model of each code path, by its parameter count (tests/published.py, which
-  tests/models checks against the model: no tracing of every model here)."""
-  groups = {}
-  for name in names:
-    groups.setdefault(code_path(name), []).append(name)
-  return sorted(min(g, key=lambda n: PUBLISHED[n][0]) for g in groups.values())
 
 
 def check_parity(name, timm_kwargs=None, size=None, **overrides):

@@ -1,4 +1,5 @@
-"""Registry-wide tests (timm style): every model is built, run forward and backward, and counted."""
+"""Registry-wide tests (timm style): every model is counted against its published numbers; the smallest
+model of each code path runs forward and backward at a CI-cheap size (`zoo.small`)."""
 
 import flax.linen as nn
 import jax
@@ -9,23 +10,11 @@ import pytest
 import jaxvit
 from jaxvit.bench.flops import count_macs
 from published import PUBLISHED
+from zoo import representatives, small
 
 MODELS = jaxvit.list_models()
 # XLA's cheapest compile: the same numbers from slower code, which a 2-image batch does not notice
 FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
-
-
-def small(model):
-  """The model at the smallest input it allows, cheap to compile for CI.
-
-  ViTs: a 2x2 grid of patches and a scanned block stack (one block compiles). CNNs (no patches):
-  32 px, one pixel after the stride-32 stages, and at most two blocks per stage (the first, which
-  changes the shape, and one identity-shortcut block; deeper stages repeat them), since each block
-  adds compile time.
-  """
-  if hasattr(model, "patch_size"):
-    return model.clone(img_size=2 * model.patch_size, **({"scan": True} if hasattr(model, "scan") else {}))
-  return model.clone(img_size=32, depths=tuple(min(d, 2) for d in model.depths))
 
 
 def random_variables(model, seed=0):
@@ -41,7 +30,7 @@ def random_variables(model, seed=0):
   return jax.tree_util.tree_map_with_path(fill, shapes)
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", representatives(MODELS))
 def test_forward_backward_small(name):
   model = small(jaxvit.create_model(name, num_classes=5, drop_rate=0.1, drop_path_rate=0.1))
   variables = random_variables(model)

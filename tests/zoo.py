@@ -1,0 +1,53 @@
+"""The registry as test cases: code paths, their cheapest representatives, and small CI-sized variants.
+
+A model's code path is its family (Module class) plus every field that is not a size; the default
+run tests the smallest registered model of each path (by published parameter count), and marked runs
+test them all (DESIGN.md, Tests: budget CI).
+"""
+
+import dataclasses
+
+import jaxvit
+from published import PUBLISHED
+
+# fields that change sizes, not code paths; each family adds its own
+SIZE_FIELDS = {"embed_dim", "depth", "num_heads", "mlp_ratio", "num_classes",
+               "depths", "channels", "widths", "group_sizes", "stem_width", "base_width",  # CNN stages
+               # zoo: family size fields
+               }
+
+
+def is_cnn(model) -> bool:
+  """No patches: any input size works, and `img_size` is only the reference resolution."""
+  return not hasattr(model, "patch_size")
+
+
+def code_path(name):
+  model = jaxvit.create_model(name)
+  size_fields = SIZE_FIELDS | ({"img_size"} if is_cnn(model) else set())
+  return type(model).__name__, tuple((f.name, getattr(model, f.name)) for f in dataclasses.fields(model)
+                                     if f.init and f.name not in size_fields | {"parent", "name"})
+
+
+def representatives(names):
+  """The smallest model of each code path, by its published parameter count (no tracing of every model)."""
+  groups = {}
+  for name in names:
+    groups.setdefault(code_path(name), []).append(name)
+  return sorted(min(g, key=lambda n: PUBLISHED[n][0]) for g in groups.values())
+
+
+# Module class -> the model at a CI-cheap size (smallest input, fewest blocks that keep every code path).
+SMALL = {
+    "VisionTransformer": lambda m: m.clone(img_size=2 * m.patch_size, scan=True),
+    # ResNet / RegNet: 32 px (one pixel after the stride-32 stages) and at most two blocks per stage
+    # (the first, which changes the shape, and one identity-shortcut block)
+    "ResNet": lambda m: m.clone(img_size=32, depths=tuple(min(d, 2) for d in m.depths)),
+    "RegNet": lambda m: m.clone(img_size=32, depths=tuple(min(d, 2) for d in m.depths)),
+    # zoo: family small variants
+}
+
+
+def small(model):
+  """`model` at its family's CI-sized variant (`SMALL`)."""
+  return SMALL[type(model).__name__](model)
