@@ -35,9 +35,23 @@ def register_model(fn=None, *, mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_
   return wrap(fn) if fn is not None else wrap
 
 
-def list_models(pattern: str = "*") -> list[str]:
-  """Sorted names matching a shell-style `pattern` (`"deit*"`, `"*distilled*"`)."""
-  return sorted(n for n in _MODELS if fnmatch.fnmatch(n, pattern))
+def model_family(name: str) -> str:
+  """The family (`jaxvit/models/<family>.py`) that defines registered model `name`."""
+  _check_name(name)
+  return type(_MODELS[name]()).__module__.rsplit(".", 1)[-1]
+
+
+def list_families() -> list[str]:
+  return sorted({model_family(n) for n in _MODELS})
+
+
+def list_models(pattern: str = "*", family: str | None = None) -> list[str]:
+  """Sorted names matching a shell-style `pattern` (`"deit*"`, `"*distilled*"`), optionally of one `family`
+  (`"swin"`; a prefix of the family's name followed by `_` also matches: `"pvt"` selects `pvt_v2`)."""
+  if family is not None and not any(f == family or f.startswith(family + "_") for f in list_families()):
+    raise ValueError(f"unknown model family {family!r}; families: {list_families()}")
+  return sorted(n for n in _MODELS if fnmatch.fnmatch(n, pattern) and
+                (family is None or model_family(n) == family or model_family(n).startswith(family + "_")))
 
 
 def is_model(name: str) -> bool:

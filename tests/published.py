@@ -65,4 +65,16 @@ PUBLISHED = {
     # zoo: maxxvit (maxvit)
     # zoo: volo / tnt
     # zoo: vit rope
+    "vit_small_patch16_rope_224": (21.98, 4.61),
+    "vit_small_patch16_rope_ape_224": (22.06, 4.61),
+    "vit_small_patch16_rope_mixed_224": (21.99, 4.61),
+    "vit_small_patch16_rope_mixed_ape_224": (22.06, 4.61),
+    "vit_base_patch16_rope_224": (86.43, 17.58),
+    "vit_base_patch16_rope_ape_224": (86.59, 17.58),
+    "vit_base_patch16_rope_mixed_224": (86.44, 17.58),
+    "vit_base_patch16_rope_mixed_ape_224": (86.59, 17.58),
+    "vit_large_patch16_rope_224": (304.17, 61.6),
+    "vit_large_patch16_rope_ape_224": (304.37, 61.6),
+    "vit_large_patch16_rope_mixed_224": (304.2, 61.6),
+    "vit_large_patch16_rope_mixed_ape_224": (304.4, 61.6),
 }

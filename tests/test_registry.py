@@ -50,3 +50,12 @@ def test_every_model_has_published_numbers():
 def test_pretrained_cfg_normalisation():
   assert jaxvit.pretrained_cfg("vit_small_patch16_224")["mean"] == (0.5, 0.5, 0.5)
   assert jaxvit.pretrained_cfg("deit_small_patch16_224")["mean"] == (0.485, 0.456, 0.406)
+
+
+def test_families_select_their_models():
+  assert jaxvit.model_family("deit_small_patch16_224") == "vit" and "resnet" in jaxvit.list_families()
+  assert jaxvit.list_models("resnet1*", family="resnet") == ["resnet101", "resnet101d", "resnet10t", "resnet14t",
+                                                             "resnet152", "resnet152d", "resnet18", "resnet18d"]
+  assert "vit_small_patch16_rope_224" in jaxvit.list_models(family="vit")
+  with pytest.raises(ValueError, match="unknown model family 'resnt'; families: \\[.*'resnet'"):
+    jaxvit.list_models(family="resnt")

@@ -1,5 +1,6 @@
 """Benchmarks registered models: params, GMACs, images/s, latency, memory, MFU, and timm's speed.
 
+  python -m jaxvit.bench --family swin,pvt_v2 --compare timm
   python -m jaxvit.bench --models deit_tiny_patch16_224,deit_small_patch16_224 --batch 32 \
       [--img-size N] [--dtype bfloat16] [--compare timm] [--reduction tome:r=13,tome:r=8] [--json FILE]
   python -m jaxvit.bench --train --models deit_tiny_patch16_224 --batch 16 [--compare timm] [--profile]
@@ -14,7 +15,10 @@ from jaxvit.cpu import use_all_cores
 
 def main(argv=None):
   p = argparse.ArgumentParser(prog="python -m jaxvit.bench", description=__doc__.split("\n")[0])
-  p.add_argument("--models", required=True, help="comma-separated registered names or patterns ('deit_*')")
+  models = p.add_mutually_exclusive_group(required=True)
+  models.add_argument("--models", help="comma-separated registered names or patterns ('deit_*')")
+  models.add_argument("--family", help="comma-separated model families: every model of each ('swin,pvt_v2'; "
+                                       "jaxvit.list_families())")
   p.add_argument("--batch", type=int, default=32)
   p.add_argument("--img-size", type=int, help="input size (default: each model's own)")
   p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
@@ -36,6 +40,12 @@ def main(argv=None):
   if args.report and not args.reduction:
     p.error("--report needs --reduction")
   use_all_cores(args.devices)  # before JAX starts; a no-op on GPU / TPU hosts
+  if args.family:
+    import jaxvit
+    try:
+      args.models = ",".join(n for f in args.family.split(",") for n in jaxvit.list_models(family=f))
+    except ValueError as err:
+      sys.exit(f"error: {err}")
   from jaxvit.bench.run import TRAIN_COLUMNS, benchmark, benchmark_train, format_table, parse_reductions
   log = lambda msg: print(msg, file=sys.stderr, flush=True)
   try:

@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxvit.layers.init import Projection
+from jaxvit.layers.rope import apply_rope
 
 
 class Attention(nn.Module):
@@ -19,7 +20,8 @@ class Attention(nn.Module):
   (EViT's token scores). `bias`
   `[B, N]` is added to every query's logits per key (ToMe's proportional attention, log token size).
   `policy` `[B, N]` (0 / 1) masks keys as DynamicViT's `softmax_with_policy` does: a dropped token
-  still attends to itself, and eps = 1e-6 keeps the rows finite.
+  still attends to itself, and eps = 1e-6 keeps the rows finite. `rope` `(sin, cos)` rotates the queries
+  and keys of the last tokens (the patches) before the product (RoPE, `jaxvit.layers.rope`).
   """
   num_heads: int
   qkv_bias: bool = True
@@ -32,7 +34,7 @@ class Attention(nn.Module):
   param_dtype: jnp.dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x, *, train: bool, bias=None, policy=None):
+  def __call__(self, x, *, train: bool, bias=None, policy=None, rope=None):
     dim = x.shape[-1]
     if dim % self.num_heads:
       raise ValueError(f"embed dim {dim} is not divisible by num_heads={self.num_heads}")
@@ -43,6 +45,8 @@ class Attention(nn.Module):
     # 3 x [B, H, N, d]: head-major, the layout CPU dots run fastest. `lax.split`'s gradient is one
     # concatenate; indexing would pad each of dq, dk, dv to the full shape and add them.
     q, k, v = (t[0] for t in jax.lax.split(qkv.transpose(2, 0, 3, 1, 4), (1, 1, 1), axis=0))
+    if rope is not None:
+      q, k = apply_rope(q, *rope), apply_rope(k, *rope)
 
     logits = jnp.einsum("bhqd,bhkd->bhqk", q * jnp.asarray(head_dim ** -0.5, q.dtype), k).astype(jnp.float32)
     if bias is not None:

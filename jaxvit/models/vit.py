@@ -1,8 +1,8 @@
 """Vision Transformer (ViT, arXiv:2010.11929), DeiT (arXiv:2012.12877) and DeiT-III (arXiv:2204.07118).
 
 One pre-norm transformer family: `VisionTransformer` covers class / distillation / register tokens,
-learned or sincos position embeddings, LayerScale, token or average pooling, and a `scan` + `remat`
-block stack. Parameter names mirror timm's `vision_transformer.py` / `deit.py` so weights convert
+learned or sincos position embeddings, rotary ones (RoPE-ViT, arXiv:2403.13298: timm's `eva.py` models), LayerScale,
+token or average pooling, and a `scan` + `remat` block stack. Parameter names mirror timm's `vision_transformer.py` / `deit.py` so weights convert
 one to one (`jaxvit.convert`). Returns `(logits, out)`; `out` holds `block{i}` tokens, `encoded`,
 `pre_logits`, for distilled models `logits_cls` / `logits_dist`, and with `return_attention`
 `attn{i}` `[B, H, N, N]`, `keys{i}` (head-averaged keys) and `values{i}` `[B, H, N, d]`.
@@ -19,7 +19,8 @@ from jaxvit import layers
 from jaxvit.dynamic import dynamicvit, evit, tome
 from jaxvit.registry import IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD, register_model
 
-POS_EMBEDS = ("learn", "sincos", "none")
+ABS_POS_EMBEDS = ("learn", "sincos", "none")  # added to the tokens once
+POS_EMBEDS = ABS_POS_EMBEDS + tuple(f"rope_{kind}" for kind in layers.ROPES)  # `pos_embed` joins them with "+"
 # reduction kind -> (accepted keys, required keys)
 REDUCTIONS = {"tome": (("r", "prop_attn", "trace_source"), ("r",)),
               "evit": (("keep_rate", "locations", "fuse_token"), ()),
@@ -42,6 +43,9 @@ class Block(nn.Module):
   protected: tuple = (True, False)  # (class token, distillation token): never merged
   keep_tokens: int = 0  # EViT: non-class tokens kept between attention and MLP (jaxvit.dynamic.evit)
   fuse_token: bool = False  # EViT: the others fused into one token
+  rope: str = ""  # rotary position embedding of the patches' queries and keys: "", or one of layers.ROPES
+  rope_theta: float = 100.0
+  rope_grid: tuple = ()  # the patch grid (h, w) RoPE rotates by
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
 
@@ -53,8 +57,10 @@ class Block(nn.Module):
     bias = jnp.log(size[..., 0]) if self.prop_attn and size is not None else None
     attention = layers.Attention(self.num_heads, self.qkv_bias, self.attn_drop_rate, self.proj_drop_rate,
                                  self.return_attention, self.merge_r > 0, self.keep_tokens > 0, name="attn", **kw)
+    rope = layers.RotaryEmbedding(self.rope, self.rope_grid, self.num_heads, x.shape[-1] // self.num_heads,
+                                  self.rope_theta, self.param_dtype, name="rope")() if self.rope else None
     y, aux = attention(layers.layer_norm(self.norm_eps, name="norm1", **kw)(x), train=self.train, bias=bias,
-                       policy=policy)
+                       policy=policy, rope=rope)
     if self.init_values is not None:
       y = layers.LayerScale(self.init_values, self.param_dtype, name="ls1")(y)
     x = x + layers.drop_path(self, y, drop_path_rate, train=self.train)
@@ -154,7 +160,8 @@ class VisionTransformer(nn.Module):
   dist_token: bool = False  # DeiT distillation token + second head `head_dist`
   reg_tokens: int = 0
   no_embed_class: bool = False  # DeiT-III: position embedding on patches only
-  pos_embed: str = "learn"  # one of POS_EMBEDS
+  pos_embed: str = "learn"  # POS_EMBEDS, "+"-joined: at most one absolute and one rotary ("learn+rope_mixed")
+  rope_theta: Optional[float] = None  # RoPE frequency base; None: layers.DEFAULT_THETA of the kind
   global_pool: str = "token"  # one of layers.POOLS
   fc_norm: Optional[bool] = None  # norm after pooling instead of before; None = (global_pool != "token")
   drop_rate: float = 0.0  # before the head
@@ -183,12 +190,26 @@ class VisionTransformer(nn.Module):
   def num_prefix_tokens(self) -> int:
     return int(self.class_token) + int(self.dist_token) + self.reg_tokens
 
+  @property
+  def position_encoding(self) -> tuple[str, str]:
+    """`(absolute, rotary)` from `pos_embed`: one of ABS_POS_EMBEDS ("none" if unnamed), and a RoPE kind or ""."""
+    parts = self.pos_embed.split("+")
+    absolute = [p for p in parts if p in ABS_POS_EMBEDS]
+    rope = [p[len("rope_"):] for p in parts if p.startswith("rope_") and p in POS_EMBEDS]
+    if len(absolute) + len(rope) != len(parts) or len(absolute) > 1 or len(rope) > 1:
+      raise ValueError(f"{type(self).__name__}: pos_embed={self.pos_embed!r}; accepted: one of {POS_EMBEDS}, or an "
+                       f"absolute and a rotary one joined with '+' (e.g. 'learn+rope_mixed')")
+    return (absolute or ["none"])[0], (rope or [""])[0]
+
   def validate(self):
     """Raises a ValueError naming the field for an inconsistent configuration."""
     def bad(field, value, accepted):
       raise ValueError(f"{type(self).__name__}: {field}={value!r}; accepted: {accepted}")
-    if self.pos_embed not in POS_EMBEDS:
-      bad("pos_embed", self.pos_embed, POS_EMBEDS)
+    _, rope = self.position_encoding
+    if rope and self.reduction:
+      bad("reduction", self.reduction, "None with a rotary pos_embed (reduced tokens lose their grid positions)")
+    if rope and (self.embed_dim // self.num_heads) % 4:
+      bad("pos_embed", self.pos_embed, f"no RoPE unless the head dim (embed_dim / num_heads) is divisible by 4")
     if self.global_pool not in layers.POOLS:
       bad("global_pool", self.global_pool, layers.POOLS)
     if self.global_pool == "token" and not self.class_token:
@@ -254,13 +275,14 @@ class VisionTransformer(nn.Module):
                                  name="tokens")
     if not self.no_embed_class:
       x = prefix(x)
-    if self.pos_embed == "learn":
+    absolute, _ = self.position_encoding
+    if absolute == "learn":
       length = x.shape[1]
       pos = self.param("pos_embed", layers.with_axes(nn.initializers.truncated_normal(0.02),
                                                      (None, "seq", "embed")),
                        (1, length, self.embed_dim), self.param_dtype)
       x = x + pos.astype(x.dtype)
-    elif self.pos_embed == "sincos":
+    elif absolute == "sincos":
       pos = layers.sincos_2d(self.grid, self.embed_dim)
       x = x + jnp.asarray(np.concatenate([np.zeros((1, x.shape[1] - pos.shape[1], self.embed_dim),
                                                    np.float32), pos], axis=1), x.dtype)
@@ -278,9 +300,13 @@ class VisionTransformer(nn.Module):
     x = nn.Dropout(self.pos_drop_rate)(x, deterministic=not train)
     x = nn.with_logical_constraint(x, ("batch", "seq", "embed"))
 
+    _, rope = self.position_encoding
     block = dict(num_heads=self.num_heads, mlp_ratio=self.mlp_ratio, qkv_bias=self.qkv_bias,
                  init_values=self.init_values, proj_drop_rate=self.proj_drop_rate,
                  attn_drop_rate=self.attn_drop_rate, return_attention=self.return_attention, **kw)
+    if rope:
+      theta = layers.DEFAULT_THETA[rope] if self.rope_theta is None else self.rope_theta
+      block.update(rope=rope, rope_theta=theta, rope_grid=self.grid)
     x, out = Encoder(self.depth, block, self.drop_path_rate, self.scan, self.remat, train, self._reduction_config(),
                      name="encoder")(x)
 
@@ -334,3 +360,10 @@ _register("deit_base_patch16_384", img_size=384, **_B)
 _register("deit_base_distilled_patch16_384", img_size=384, dist_token=True, **_B)
 _register("deit3_small_patch16_224", no_embed_class=True, init_values=1e-6, **_S)
 _register("deit3_base_patch16_224", no_embed_class=True, init_values=1e-6, **_B)
+# RoPE-ViT (naver-ai/rope-vit, in timm's eva.py): DeiT-III-style, LayerScale 1e-5; `_ape` adds a learned embedding
+for size, arch in (("small", _S), ("base", _B), ("large", dict(embed_dim=1024, depth=24, num_heads=16))):
+  for kind in layers.ROPES:
+    suffix = "" if kind == "axial" else f"_{kind}"
+    _register(f"vit_{size}_patch16_rope{suffix}_224", pos_embed=f"rope_{kind}", init_values=1e-5, **arch)
+    _register(f"vit_{size}_patch16_rope{suffix}_ape_224", pos_embed=f"learn+rope_{kind}", no_embed_class=True,
+              init_values=1e-5, **arch)

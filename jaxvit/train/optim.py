@@ -7,8 +7,8 @@ import optax
 
 OPTIMIZERS = ("adamw", "sgd", "lamb")
 SCHEDULES = ("cosine", "linear", "step", "constant")
-# no weight decay on norms, biases, position embeddings and prefix tokens (DeiT / timm convention)
-NO_DECAY = ("bias", "scale", "pos_embed", "cls_token", "dist_token", "reg_token", "gamma")
+# no weight decay on norms, biases, position embeddings (RoPE-Mixed's `freqs` too) and prefix tokens (DeiT / timm)
+NO_DECAY = ("bias", "scale", "pos_embed", "cls_token", "dist_token", "reg_token", "gamma", "freqs")
 
 
 def schedule(cfg, total_steps: int):

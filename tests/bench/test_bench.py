@@ -72,6 +72,9 @@ def test_bad_arguments_are_clear():
     benchmark(["deit_tiny"], log=lambda _: None)
   with pytest.raises(ValueError, match="--batch=6 must be a multiple of the 8 local devices"):
     benchmark(["deit_tiny_patch16_224"], batch=6, log=lambda _: None)
+  from jaxvit.bench.__main__ import main
+  with pytest.raises(SystemExit, match="unknown model family 'swim'"):
+    main(["--family", "swim"])
 
 
 def test_benchmark_train_rows_and_profile():
