@@ -33,7 +33,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.optimizer = ml_collections.ConfigDict(dict(name="adamw", lr=1e-3, min_lr=0.0, weight_decay=0.05,
                                                schedule="cosine", warmup_steps=0, warmup_init_lr=0.0, clip_norm=0.0,
                                                grad_accum=1, layer_decay=1.0,
-                                               lr_multipliers={}))
+                                               lr_multipliers={}, freeze_steps={}))
   c.init_from = placeholder(str)  # a `python -m jaxvit.convert` output or a training workdir
   c.label_smoothing = 0.0
   c.mixup = ml_collections.ConfigDict(dict(prob=0.0, mixup_alpha=0.8, cutmix_alpha=1.0, switch_prob=0.5))

@@ -9,7 +9,9 @@ The student is DeiT-S with score predictors before blocks 3, 6, 9 keeping rho, r
 patch tokens (`rho=`, default 0.7), initialised from DeiT-S; the teacher is the same unpruned DeiT-S.
 Loss: CE + 0.5 KL(teacher || student) on the logits + 2 x keep-ratio loss + 0.5 x MSE to the teacher's
 kept final tokens. 30 epochs, AdamW lr 1e-3 x batch / 1024 with 5 warm-up epochs, weight decay 0.05;
-the backbone learns at 0.01 x the rate of the predictors (`--lr_scale 0.01`), DeiT's augmentation.
+the backbone learns at 0.01 x the rate of the predictors (`--lr_scale 0.01`) and is frozen for the first 5
+epochs (`fix_step`), the class token and position embedding stay frozen (`optim_factory.py`); DeiT's
+augmentation.
 Arguments: init, rho, batch, epochs, runlocal.
 """
 
@@ -28,7 +30,8 @@ def get_config(arg=None):
   steps_per_epoch = max(IMAGENET_TRAIN_EXAMPLES // arg.batch, 1)
   c.optimizer.update(lr=1e-3 * arg.batch / 1024, min_lr=1e-6,
                      warmup_steps=(1 if arg.runlocal else 5) * steps_per_epoch,
-                     lr_multipliers=dict(score_predictor=1.0, default=0.01))
+                     lr_multipliers=dict(score_predictor=1.0, cls_token=0.0, pos_embed=0.0, default=0.01),
+                     freeze_steps=dict(score_predictor=0, default=(1 if arg.runlocal else 5) * steps_per_epoch))
   c.distill.update(kind="kd", hyper=dict(temperature=1.0), base_weight=1.0, weight=0.5)
   c.distill.teacher.update(name="deit_small_patch16_224", init_from=arg.init,
                            overrides=dict(depth=2) if arg.runlocal else {})

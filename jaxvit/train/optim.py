@@ -2,6 +2,7 @@
 
 import flax
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 
@@ -44,7 +45,8 @@ def make_optimizer(cfg, total_steps: int, depth: int | None = None):
 
   With `grad_accum = k`, gradients of k steps are averaged per update and the schedule counts updates.
   `layer_decay < 1` scales each ViT layer's updates (fine-tuning; needs the model's `depth`);
-  `lr_multipliers` scales the updates of parameter groups (`multipliers_for`).
+  `lr_multipliers` scales the updates of parameter groups (`multipliers_for`); `freeze_steps` (same keys)
+  holds a group still for its first updates (`freeze_until`).
   """
   accum = int(cfg.get("grad_accum", 1))
   lr = schedule(cfg, total_steps // accum)
@@ -61,6 +63,8 @@ def make_optimizer(cfg, total_steps: int, depth: int | None = None):
     raise ValueError(f"config.optimizer.name={name!r}; accepted: {OPTIMIZERS}")
   if cfg.get("lr_multipliers"):
     tx = optax.chain(tx, scale_by_multipliers(dict(cfg.lr_multipliers)))
+  if cfg.get("freeze_steps"):
+    tx = optax.chain(tx, freeze_until(dict(cfg.freeze_steps)))
   if cfg.get("layer_decay", 1.0) < 1.0:
     if not depth:
       raise ValueError("config.optimizer.layer_decay needs a model with a `depth` (a ViT block stack)")
@@ -124,3 +128,20 @@ def multipliers_for(params, multipliers: dict):
 def scale_by_multipliers(multipliers: dict) -> optax.GradientTransformation:
   """Each parameter group's updates times its multiplier (`multipliers_for`)."""
   return scale_by(lambda updates: multipliers_for(updates, multipliers))
+
+
+def freeze_until(steps: dict) -> optax.GradientTransformation:
+  """Zero updates for each parameter group until its update count in `steps` (`{path substring: steps,
+  "default": steps}`, as `multipliers_for`; unnamed groups default to 0). DynamicViT's `fix_step`: the
+  backbone's learning rate is 0 for the first 5 epochs (`engine.py`), while Adam's moments keep accumulating,
+  as PyTorch's do at lr 0."""
+  steps = {"default": 0, **steps}
+
+  def init(params):
+    return optax.ScaleByScheduleState(count=jnp.zeros([], jnp.int32))
+
+  def update(updates, state, params=None):
+    until = multipliers_for(updates, steps)
+    updates = jax.tree.map(lambda u, t: jnp.where(state.count >= t, u, jnp.zeros_like(u)), updates, until)
+    return updates, optax.ScaleByScheduleState(count=optax.safe_int32_increment(state.count))
+  return optax.GradientTransformation(init, update)

@@ -140,3 +140,22 @@ def test_lr_multipliers_scale_parameter_groups():
   params = {"encoder": {"score_predictor_0": {"w": 1.0}, "blocks_0": {"w": 1.0}}, "head": {"w": 1.0}}
   scales = optim.multipliers_for(params, {"score_predictor": 1.0, "encoder": 0.5, "default": 0.01})
   assert scales == {"encoder": {"score_predictor_0": {"w": 1.0}, "blocks_0": {"w": 0.5}}, "head": {"w": 0.01}}
+
+
+def test_freeze_until_holds_a_group_still_for_its_first_updates():
+  """DynamicViT's `fix_step`: the backbone waits, the predictors learn from the first update."""
+  import optax
+  from jaxvit.train import optim
+  params = {"score_predictor_0": {"w": jnp.ones(2)}, "blocks_0": {"w": jnp.ones(2)}}
+  tx = optax.chain(optax.sgd(1.0), optim.freeze_until({"default": 2}))
+  state = tx.init(params)
+  moved = []
+  for _ in range(3):
+    updates, state = tx.update(jax.tree.map(jnp.ones_like, params), state, params)
+    params = optax.apply_updates(params, updates)
+    moved.append({k: float(v["w"][0]) for k, v in params.items()})
+  assert moved == [{"score_predictor_0": 1.0, "blocks_0": 1.0}, {"score_predictor_0": 1.0, "blocks_0": 1.0},
+                   {"score_predictor_0": 0.0, "blocks_0": 0.0}]
+  tx = optax.chain(optax.sgd(1.0), optim.freeze_until({"default": 2, "score_predictor": 0}))
+  updates, _ = tx.update(jax.tree.map(jnp.ones_like, params), tx.init(params), params)
+  assert float(updates["score_predictor_0"]["w"][0]) == -1.0 and float(updates["blocks_0"]["w"][0]) == 0.0
