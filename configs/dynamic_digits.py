@@ -6,7 +6,8 @@ config's ViT with a class token, 16 patches, trained with `kind=` tome, evit or 
   python -m jaxvit.main --config=configs/dynamic_digits.py:kind=dynamicvit,init=runs/dyn_none --workdir=runs/dyn_dvit
 
 ToMe merges 2 tokens per block (16 -> 8 by the last block); EViT keeps 0.7 of the tokens after blocks
-1 and 2; DynamicViT (rho 0.7 at blocks 1, 2) starts from `init=` (a `kind=none` run), which is also its
+1 and 2, its keep rate warmed up from 1 as the official recipe does (a cosine after a constant 1/15 of the run,
+over a third of it, snapped to 4 levels: 5 compiled steps); DynamicViT (rho 0.7 at blocks 1, 2) starts from `init=` (a `kind=none` run), which is also its
 unpruned teacher, with its official loss and the backbone at 0.01 x the predictors' learning rate.
 Arguments: kind, init, steps, runlocal.
 """
@@ -28,6 +29,8 @@ def get_config(arg=None):
   c.total_steps = arg.steps
   c.optimizer.warmup_steps = max(arg.steps // 15, 1)
   c.log_every, c.eval_every, c.checkpoint_every = 100, arg.steps, arg.steps
+  if arg.kind == "evit":
+    c.keep_rate_warmup = dict(start=arg.steps // 15, steps=arg.steps // 3, levels=4)
   if arg.kind == "dynamicvit":
     if not arg.init:
       raise ValueError("config argument init= is required for kind=dynamicvit (a kind=none workdir: its weights "

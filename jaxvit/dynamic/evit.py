@@ -28,6 +28,34 @@ def kept_tokens(num_tokens: int, depth: int, keep_rate: float, locations: Sequen
   return keep
 
 
+def warmup_keep_rate(step: int, keep_rate: float, start: int, steps: int, levels: int = 4) -> float:
+  """EViT's keep-rate warm-up (`helpers.py` `adjust_keep_rate`): 1 until `start`, then a cosine from 1 to
+  `keep_rate` over `steps`, then `keep_rate`; here snapped to the nearest of `levels + 1` evenly spaced rates
+  from 1 to `keep_rate`, so a jitted step compiles at most `levels + 1` times instead of at every step."""
+  if step < start:
+    return 1.0
+  if step >= start + steps:
+    return keep_rate
+  rate = keep_rate + (1.0 - keep_rate) * (math.cos((step - start) / steps * math.pi) + 1) * 0.5
+  grid = [round(1.0 - (1.0 - keep_rate) * i / levels, 12) for i in range(levels + 1)]
+  return min(grid, key=lambda g: abs(g - rate))
+
+
+def warmup_model(model, warmup: dict, step: int):
+  """`model` with the keep rate `warmup_keep_rate` gives at `step`; `warmup` is `config.keep_rate_warmup`:
+  `dict(start=steps at keep rate 1, steps=cosine steps, levels=4)`, on a model with an EViT reduction."""
+  reduction = dict(getattr(model, "reduction", None) or {})
+  if reduction.get("kind") != "evit":
+    raise ValueError(f"config.keep_rate_warmup needs config.model.overrides.reduction of kind 'evit'; the model has "
+                     f"{reduction or 'no reduction'}")
+  unknown = sorted(set(warmup) - {"start", "steps", "levels"})
+  if unknown or "steps" not in warmup:
+    raise ValueError(f"config.keep_rate_warmup={dict(warmup)}: accepted keys start, steps (required), levels")
+  rate = warmup_keep_rate(step, reduction.get("keep_rate", 0.7), int(warmup.get("start", 0)), int(warmup["steps"]),
+                          int(warmup.get("levels", 4)))
+  return model.clone(reduction=dict(reduction, keep_rate=rate)), rate
+
+
 def keep_attentive(x, cls_attn, keep: int, fuse_token: bool):
   """`(x', kept)`: the class token, then the `keep` tokens of highest `cls_attn` `[B, N - 1]` in that
   order (and their fusion); `kept` `[B, keep]` indexes them among the input's non-class tokens."""

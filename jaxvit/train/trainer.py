@@ -16,6 +16,7 @@ import tensorflow as tf
 from jaxvit.bench.flops import count_macs
 from jaxvit.data import mixup, pipeline
 from jaxvit.distill import objective
+from jaxvit.dynamic import evit
 from jaxvit.registry import create_model, pretrained_cfg
 from jaxvit.train import checkpoint, distributed, init_from, mesh as mesh_lib, optim, report, state as state_lib, step as step_lib
 from jaxvit.utils import count_params, input_shape
@@ -213,12 +214,28 @@ def train_and_evaluate(config, workdir: str) -> dict:
   batches = train_batches(config, builder, position)
   transform = batch_transform(config, model.num_classes)
   batch_sharding = mesh_lib.batch_sharding(mesh)
+  def jit_train_step(model):
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+      return jax.jit(step_lib.make_train_step(model, tx, distill.loss_fn, schedule, config.get("ema_decay"),
+                                              transform, distill.teacher_fn),
+                     in_shardings=(shardings, batch_sharding, *distill.teacher_shardings),
+                     out_shardings=(shardings, None),
+                     donate_argnums=0)
+
+  warmup = config.get("keep_rate_warmup")
+  if warmup:
+    evit.warmup_model(model, warmup, 0)  # a bad warm-up config fails before any step
+  train_steps = {}  # EViT's keep-rate warm-up compiles one step per snapped keep rate
+
+  def train_step_at(step):
+    stepped, rate = evit.warmup_model(model, warmup, step - 1) if warmup else (model, None)
+    if rate not in train_steps:
+      if rate is not None and jax.process_index() == 0:
+        print(f"keep-rate warm-up: keep_rate {rate:.4g} from step {step}", flush=True)
+      train_steps[rate] = jit_train_step(stepped)
+    return train_steps[rate]
+
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    train_step = jax.jit(step_lib.make_train_step(model, tx, distill.loss_fn, schedule, config.get("ema_decay"),
-                                                  transform, distill.teacher_fn),
-                         in_shardings=(shardings, batch_sharding, *distill.teacher_shardings),
-                         out_shardings=(shardings, None),
-                         donate_argnums=0)
     eval_step = jax.jit(step_lib.make_eval_step(model, ema=bool(config.get("ema_decay"))))
 
   writer = report.make_writer(workdir)
@@ -235,7 +252,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
       if distill.saved_logits is not None:
         batch["teacher_logits"] = distill.saved_logits.log_probs(step - 1)
       with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-        state, metrics = train_step(state, pipeline.to_global(batch, batch_sharding), *distill.teacher_args)
+        state, metrics = train_step_at(step)(state, pipeline.to_global(batch, batch_sharding), *distill.teacher_args)
       position += per_process
       history.append(metrics)
       stop = distributed.any_process(preempted.flag)  # read once (a signal may land any time), agreed by all

@@ -23,8 +23,12 @@ def test_each_reduction_learns_digits(unpruned, data_dir, tmp_path, capsys, kind
   summary = train_and_evaluate(config, str(tmp_path))
   assert baseline["final_top1"] > 0.5 and summary["final_top1"] > 0.5, (baseline, summary)  # chance: 0.1
   assert summary["gmacs"] < baseline["gmacs"]
+  out = capsys.readouterr().out
   if kind == "dynamicvit":
-    assert "feature_loss" in capsys.readouterr().out
+    assert "feature_loss" in out
+  if kind == "evit":  # the warm-up compiled one step per snapped keep rate, in order
+    rates = [float(line.split("keep_rate ")[1].split()[0]) for line in out.splitlines() if "keep-rate warm-up" in line]
+    assert rates == [1.0, 0.925, 0.85, 0.775, 0.7], rates
 
 
 def test_dynamicvit_needs_its_unpruned_run():

@@ -6,6 +6,8 @@ of timm's `deit_small_patch16_224` seeded as in the parity tests, run once on th
 first 8 logits per image and the argmax.
 """
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -99,3 +101,19 @@ def test_evit_trains_under_jit_with_static_shapes():
 def test_bad_evit_config_names_the_field(reduction, overrides, match):
   with pytest.raises(ValueError, match=match):
     jaxvit.create_model("deit_tiny_patch16_224", reduction=reduction, **overrides)
+
+
+def test_keep_rate_warmup_follows_the_official_cosine_snapped_to_few_rates():
+  from jaxvit.dynamic.evit import warmup_keep_rate, warmup_model
+  rates = [warmup_keep_rate(step, 0.7, start=10, steps=100, levels=4) for step in range(130)]
+  assert rates[:10] == [1.0] * 10 and rates[110:] == [0.7] * 20
+  assert sorted(set(rates), reverse=True) == [1.0, 0.925, 0.85, 0.775, 0.7]  # 5 shapes, so 5 compiles
+  assert all(a >= b for a, b in zip(rates, rates[1:]))
+  official = 0.7 + 0.3 * (math.cos(37 / 100 * math.pi) + 1) * 0.5  # helpers.py adjust_keep_rate at step 47
+  assert abs(rates[47] - official) <= 0.3 / 8
+  model = jaxvit.create_model("deit_small_patch16_224", reduction=dict(kind="evit", keep_rate=0.7))
+  assert warmup_model(model, dict(steps=100), 100)[0].reduction == dict(kind="evit", keep_rate=0.7)
+  with pytest.raises(ValueError, match="keep_rate_warmup needs .*reduction of kind 'evit'"):
+    warmup_model(jaxvit.create_model("deit_small_patch16_224"), dict(steps=100), 0)
+  with pytest.raises(ValueError, match="keep_rate_warmup=.*accepted keys start, steps \\(required\\), levels"):
+    warmup_model(model, dict(start=3), 0)
