@@ -49,13 +49,23 @@ def main(argv=None):
   p.add_argument("--out", required=True, help="output directory (orbax checkpoint + jaxvit_model.json)")
   p.add_argument("--img-size", type=int, help="input size; position embeddings are resampled (CNNs take any size)")
   p.add_argument("--num-classes", type=int, help="classes; a head of another size is re-initialised")
+  p.add_argument("--reduction", help="a token reduction the checkpoint was trained with, e.g. dynamicvit:keep_rate=0.7 "
+                                     "(an official DynamicViT checkpoint: its score predictors convert too)")
   p.add_argument("--verify", action="store_true", help="compare with timm on a random batch (needs timm)")
   args = p.parse_args(argv)
+  if args.verify and args.reduction:
+    p.error("--verify compares with timm, which has no token reduction; drop one of --verify / --reduction")
 
   start = time.time()
   state = read_state_dict(args.checkpoint)
   overrides = {k: v for k, v in (("img_size", args.img_size), ("num_classes", args.num_classes)) if v is not None}
   try:
+    if args.reduction:
+      from jaxvit.bench.run import parse_reductions
+      reductions = parse_reductions(args.reduction)
+      if len(reductions) != 1:
+        raise ValueError(f"--reduction {args.reduction!r}: expected one kind:key=value[,key=value...]")
+      overrides["reduction"] = reductions[0]
     mismatch = head_mismatch(args.model, state, **overrides) if args.num_classes is not None else None
     model, variables = convert_state_dict(args.model, state, reset_head=bool(mismatch), **overrides)
   except (ConversionError, ValueError) as err:

@@ -1,8 +1,10 @@
 """timm `VisionTransformer` / `VisionTransformerDistilled`, and the RoPE-ViTs of timm's `Eva` ->
 `jaxvit.models.vit.VisionTransformer`. `Eva` names LayerScale `gamma_1` / `gamma_2` and keeps RoPE-Mixed's
-frequencies of every block in one `rope.freqs` `[2, depth, heads, head_dim / 2]`."""
+frequencies of every block in one `rope.freqs` `[2, depth, heads, head_dim / 2]`. Official DynamicViT checkpoints
+(`raoyongming/DynamicViT`, timm's names plus `score_predictor.{i}.in_conv` / `out_conv`) convert to a model with
+`reduction=dict(kind="dynamicvit", ...)`."""
 
-from jaxvit.convert.mapping import default_timm_name
+from jaxvit.convert.mapping import LEAF_NAMES, default_timm_name
 from jaxvit.layers import resample_abs_pos_embed
 
 HEADS = ("head", "head_dist")  # classifier modules, re-initialised when num_classes changes
@@ -13,8 +15,16 @@ def _is_eva(model) -> bool:
   return bool(model.position_encoding[1])  # timm builds its RoPE-ViTs with `Eva`
 
 
+# DynamicViT's `PredictorLG`: jaxvit module -> the official `nn.Sequential` entry
+_PREDICTOR = {"in_norm": "in_conv.0", "in_proj": "in_conv.1", "out_fc1": "out_conv.0", "out_fc2": "out_conv.2",
+              "out_fc3": "out_conv.4"}
+
+
 def timm_name(path: str, model) -> str:
   path = path.replace("encoder/", "").replace("tokens/", "")
+  if path.startswith("score_predictor_"):
+    predictor, module, leaf = path.split("/")
+    return f"score_predictor.{predictor.rsplit('_', 1)[1]}.{_PREDICTOR[module]}.{LEAF_NAMES[leaf]}"
   if path.startswith("patch_embed/"):
     path = path.replace("patch_embed/", "patch_embed/proj/")
   if path.endswith("rope/freqs"):

@@ -11,8 +11,8 @@ HAS_TIMM = importlib.util.find_spec("timm") is not None
 
 @pytest.fixture(scope="module")
 def seeded_deit_small():
-  """`(model, variables, images)`: jaxvit's conversion of timm's `deit_small_patch16_224` after
-  torch.manual_seed(0) with every weight moved by 0.02 N(0, 1), and the two oracle images."""
+  """`(model, variables, images, state_dict)`: jaxvit's conversion of timm's `deit_small_patch16_224` after
+  torch.manual_seed(0) with every weight moved by 0.02 N(0, 1), the two oracle images, and timm's weights."""
   if not HAS_TIMM:
     pytest.skip("needs timm")
   import timm
@@ -25,5 +25,5 @@ def seeded_deit_small():
       p.add_(0.02 * torch.randn_like(p))
   model, variables = from_timm(reference)
   images = np.random.RandomState(0).standard_normal((2, 224, 224, 3)).astype(np.float32)
-  return model, variables, images
+  return model, variables, images, {k: v.numpy() for k, v in reference.state_dict().items()}
 

@@ -22,32 +22,29 @@ DYNAMICVIT_ORACLE = ([1.3816274, -0.372784, -0.7422869, -0.1258104, 0.0954307, 1
 
 
 def predictor_weights(dim=384, stages=3):
-  """The oracle's predictors, in jaxvit's layout (torch Linear weights transposed)."""
+  """The oracle's predictors, as an official DynamicViT checkpoint names them (torch layout)."""
   r = np.random.RandomState(3)
   torch_names = (("in_conv.0.weight", (dim,)), ("in_conv.0.bias", (dim,)), ("in_conv.1.weight", (dim, dim)),
                  ("in_conv.1.bias", (dim,)), ("out_conv.0.weight", (dim // 2, dim)), ("out_conv.0.bias", (dim // 2,)),
                  ("out_conv.2.weight", (dim // 4, dim // 2)), ("out_conv.2.bias", (dim // 4,)),
                  ("out_conv.4.weight", (2, dim // 4)), ("out_conv.4.bias", (2,)))
-  ours = {"in_conv.0": ("in_norm", "scale"), "in_conv.1": ("in_proj", "kernel"), "out_conv.0": ("out_fc1", "kernel"),
-          "out_conv.2": ("out_fc2", "kernel"), "out_conv.4": ("out_fc3", "kernel")}
-  out = {}
-  for s in range(stages):
-    tree = out.setdefault(f"score_predictor_{s}", {})
-    for name, shape in torch_names:
-      value = (1.0 if name == "in_conv.0.weight" else 0.0) + (1.0 if name == "in_conv.0.weight" else 0.1) * \
-          r.randn(*shape)
-      module, weight = ours[name.rsplit(".", 1)[0]]
-      leaf = weight if name.endswith("weight") else "bias"
-      tree.setdefault(module, {})[leaf] = jnp.asarray(value.T if value.ndim == 2 else value, jnp.float32)
-  return out
+  return {f"score_predictor.{s}.{name}": ((1.0 if name == "in_conv.0.weight" else 0.0) +
+                                          (1.0 if name == "in_conv.0.weight" else 0.1) * r.randn(*shape)
+                                          ).astype(np.float32)
+          for s in range(stages) for name, shape in torch_names}
 
 
 @pytest.mark.parity
 def test_deit_small_with_dynamicvit_prunes_like_the_official_model(seeded_deit_small):
-  model, variables, images = seeded_deit_small
-  params = dict(variables["params"], encoder=dict(variables["params"]["encoder"], **predictor_weights()))
-  check_oracle(model.clone(reduction=dict(kind="dynamicvit", keep_rate=0.7)), {"params": params}, images,
-               *DYNAMICVIT_ORACLE)
+  """An official-style checkpoint (timm's DeiT-S names + `score_predictor.*`) converts and prunes as the
+  official model does."""
+  from jaxvit.convert import convert_state_dict
+  _, _, images, state_dict = seeded_deit_small
+  reduction = dict(kind="dynamicvit", keep_rate=0.7)
+  model, variables = convert_state_dict("deit_small_patch16_224", dict(state_dict, **predictor_weights()),
+                                        reduction=reduction)
+  assert model.reduction == reduction
+  check_oracle(model, variables, images, *DYNAMICVIT_ORACLE)
 
 
 def test_keep_counts_and_gmacs_of_deit_small_rho_0_7():
@@ -159,3 +156,25 @@ def test_freeze_until_holds_a_group_still_for_its_first_updates():
   tx = optax.chain(optax.sgd(1.0), optim.freeze_until({"default": 2, "score_predictor": 0}))
   updates, _ = tx.update(jax.tree.map(jnp.ones_like, params), tx.init(params), params)
   assert float(updates["score_predictor_0"]["w"][0]) == -1.0 and float(updates["blocks_0"]["w"][0]) == 0.0
+
+
+@pytest.mark.parity
+def test_convert_cli_takes_an_official_dynamicvit_checkpoint(tmp_path, capsys):
+  """`python -m jaxvit.convert --reduction dynamicvit:keep_rate=0.5`: the predictors convert, the reduction is
+  saved with the weights, and the converted directory loads as the reduced model."""
+  import timm
+  from safetensors.numpy import save_file
+  from jaxvit.convert import load_converted
+  from jaxvit.convert.__main__ import main
+  state = {k: v.numpy() for k, v in timm.create_model("deit_tiny_patch16_224").state_dict().items()}
+  save_file(dict(state, **predictor_weights(192)), str(tmp_path / "dyvit.safetensors"))
+  main(["--model", "deit_tiny_patch16_224", "--checkpoint", str(tmp_path / "dyvit.safetensors"), "--out",
+        str(tmp_path / "out"), "--reduction", "dynamicvit:keep_rate=0.5"])
+  assert "converted deit_tiny_patch16_224" in capsys.readouterr().out
+  loaded, variables = load_converted(str(tmp_path / "out"))
+  assert loaded.reduction == dict(kind="dynamicvit", keep_rate=0.5)
+  np.testing.assert_allclose(variables["params"]["encoder"]["score_predictor_2"]["in_proj"]["bias"],
+                             predictor_weights(192)["score_predictor.2.in_conv.1.bias"])
+  with pytest.raises(SystemExit):
+    main(["--model", "deit_tiny_patch16_224", "--checkpoint", "x.pth", "--out", "o", "--reduction", "evit:",
+          "--verify"])

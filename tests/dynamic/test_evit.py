@@ -35,7 +35,7 @@ EVIT_ORACLE = {  # (keep_rate, fuse_token): (first 8 logits of image 0, of image
 @pytest.mark.parity
 @pytest.mark.parametrize("keep_rate,fuse_token", list(EVIT_ORACLE), ids=["keep0.7_fuse", "keep0.7", "keep0.5_fuse"])
 def test_deit_small_with_evit_matches_the_official_model(seeded_deit_small, keep_rate, fuse_token):
-  model, variables, images = seeded_deit_small
+  model, variables, images, _ = seeded_deit_small
   check_oracle(model.clone(reduction=dict(kind="evit", keep_rate=keep_rate, fuse_token=fuse_token)), variables,
                images, *EVIT_ORACLE[(keep_rate, fuse_token)])
 

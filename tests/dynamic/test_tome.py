@@ -32,7 +32,7 @@ TOME_ORACLE = {  # (r, prop_attn): (first 8 logits of image 0, of image 1, argma
 @pytest.mark.parity
 @pytest.mark.parametrize("r,prop_attn", list(TOME_ORACLE), ids=["r13", "r13_no_prop_attn", "r16_decreasing"])
 def test_deit_small_with_tome_matches_the_official_patch(seeded_deit_small, r, prop_attn):
-  model, variables, images = seeded_deit_small
+  model, variables, images, _ = seeded_deit_small
   check_oracle(model.clone(reduction=dict(kind="tome", r=r, prop_attn=prop_attn)), variables, images,
                *TOME_ORACLE[(r, prop_attn)])
 
