@@ -61,6 +61,21 @@ PUBLISHED = {
     # zoo: pvt_v2 / twins
     # zoo: mlp_mixer (mixer, resmlp, gmlp)
     # zoo: metaformer (poolformer) / swiftformer
+    # PoolFormer / PoolFormerV2 (timm's metaformer.py) and SwiftFormer (swiftformer.py); fvcore agrees
+    "poolformer_s12": (11.92, 1.82),
+    "poolformer_s24": (21.39, 3.41),
+    "poolformer_s36": (30.86, 5.0),
+    "poolformer_m36": (56.17, 8.8),
+    "poolformer_m48": (73.47, 11.59),
+    "poolformerv2_s12": (11.89, 1.83),
+    "poolformerv2_s24": (21.34, 3.42),
+    "poolformerv2_s36": (30.79, 5.01),
+    "poolformerv2_m36": (56.08, 8.81),
+    "poolformerv2_m48": (73.35, 11.59),
+    "swiftformer_xs": (3.48, 0.61),
+    "swiftformer_s": (6.09, 0.99),
+    "swiftformer_l1": (12.06, 1.6),
+    "swiftformer_l3": (28.49, 4.01),
     # zoo: crossvit
     # zoo: maxxvit (maxvit)
     # zoo: volo / tnt
