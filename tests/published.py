@@ -77,6 +77,18 @@ PUBLISHED = {
     "swiftformer_l1": (12.06, 1.6),
     "swiftformer_l3": (28.49, 4.01),
     # zoo: crossvit
+    # CrossViT (timm's crossvit.py; at 240 px, the large-patch branch at 224; 408 px: 384)
+    "crossvit_tiny_240": (7.01, 1.57),
+    "crossvit_small_240": (26.86, 5.63),
+    "crossvit_base_240": (105.03, 21.22),
+    "crossvit_9_240": (8.55, 1.85),
+    "crossvit_15_240": (27.53, 5.81),
+    "crossvit_18_240": (43.27, 9.05),
+    "crossvit_9_dagger_240": (8.78, 1.99),
+    "crossvit_15_dagger_240": (28.21, 6.13),
+    "crossvit_18_dagger_240": (44.27, 9.5),
+    "crossvit_15_dagger_408": (28.5, 21.45),  # at 408
+    "crossvit_18_dagger_408": (44.61, 32.47),  # at 408
     # zoo: maxxvit (maxvit)
     # zoo: volo / tnt
     # zoo: vit rope

@@ -13,6 +13,7 @@ from published import PUBLISHED
 # fields that change sizes, not code paths; each family adds its own
 SIZE_FIELDS = {"embed_dim", "depth", "num_heads", "mlp_ratio", "num_classes",
                "depths", "channels", "widths", "group_sizes", "stem_width", "base_width",  # CNN stages
+               "img_scale",  # CrossViT: the branches' image sizes, set by img_size
                "dims", "embed_dims", "layer_scale_init_values", "layer_scale_init_value",  # metaformer / swiftformer
                # zoo: family size fields
                }
@@ -46,6 +47,8 @@ SMALL = {
     # (the first, which changes the shape, and one identity-shortcut block)
     "ResNet": lambda m: m.clone(img_size=32, depths=tuple(min(d, 2) for d in m.depths)),
     "RegNet": lambda m: m.clone(img_size=32, depths=tuple(min(d, 2) for d in m.depths)),
+    # CrossViT: 120 px (the large-patch branch then sees 112 px at either scale) and one multi-scale encoder
+    "CrossViT": lambda m: m.clone(img_size=120, depth=((1, 1, m.depth[0][-1]),)),
     # PoolFormer / SwiftFormer: 32 px (1x1 after the stride-32 stages); one block per stage, SwiftFormer two (a
     # ConvEncoder and the SwiftFormer encoder)
     "MetaFormer": lambda m: m.clone(img_size=32, depths=(1,) * len(m.depths)),
