@@ -91,6 +91,21 @@ PUBLISHED = {
     "crossvit_18_dagger_408": (44.61, 32.47),  # at 408
     # zoo: maxxvit (maxvit)
     # zoo: volo / tnt
+    # VOLO (timm's volo.py; at 384 / 448 / 512 where the name says) and TNT (timm's tnt.py)
+    "volo_d1_224": (26.63, 6.94),
+    "volo_d1_384": (26.78, 22.75),
+    "volo_d2_224": (58.68, 14.34),
+    "volo_d2_384": (58.87, 46.17),
+    "volo_d3_224": (86.33, 20.78),
+    "volo_d3_448": (86.63, 96.33),
+    "volo_d4_224": (192.96, 44.34),
+    "volo_d4_448": (193.41, 197.13),
+    "volo_d5_224": (295.46, 72.4),
+    "volo_d5_448": (295.91, 315.06),
+    "volo_d5_512": (296.09, 425.09),
+    "tnt_s_patch16_224": (23.77, 5.25),
+    "tnt_s_legacy_patch16_224": (23.76, 5.24),
+    "tnt_b_patch16_224": (65.43, 14.1),
     # zoo: vit rope
     "vit_small_patch16_rope_224": (21.98, 4.61),
     "vit_small_patch16_rope_ape_224": (22.06, 4.61),

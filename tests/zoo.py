@@ -15,6 +15,8 @@ SIZE_FIELDS = {"embed_dim", "depth", "num_heads", "mlp_ratio", "num_classes",
                "depths", "channels", "widths", "group_sizes", "stem_width", "base_width",  # CNN stages
                "img_scale",  # CrossViT: the branches' image sizes, set by img_size
                "dims", "embed_dims", "layer_scale_init_values", "layer_scale_init_value",  # metaformer / swiftformer
+               "layers", "stem_hidden_dim",  # VOLO (and embed_dims)
+               "inner_dim", "num_heads_inner", "num_heads_outer",  # TNT
                # zoo: family size fields
                }
 
@@ -53,6 +55,10 @@ SMALL = {
     # ConvEncoder and the SwiftFormer encoder)
     "MetaFormer": lambda m: m.clone(img_size=32, depths=(1,) * len(m.depths)),
     "SwiftFormer": lambda m: m.clone(img_size=32, depths=tuple(min(d, 2) for d in m.depths)),
+    # VOLO: the smallest legal input (a 2x2 Outlooker map, one token) and one block per stage, one class block
+    "VOLO": lambda m: m.clone(img_size=2 * m.patch_size, layers=(1,) * len(m.layers),
+                              post_layers=min(m.post_layers, 1)),
+    "TNT": lambda m: m.clone(img_size=2 * m.patch_size, depth=1),
     # zoo: family small variants
 }
 
