@@ -14,6 +14,7 @@ from published import PUBLISHED
 SIZE_FIELDS = {"embed_dim", "depth", "num_heads", "mlp_ratio", "num_classes",
                "depths", "channels", "widths", "group_sizes", "stem_width", "base_width",  # CNN stages
                "img_scale",  # CrossViT: the branches' image sizes, set by img_size
+               "head_hidden_size", "partition_size", "dim_head", "rel_pos_dim",  # maxxvit
                "dims", "embed_dims", "layer_scale_init_values", "layer_scale_init_value",  # metaformer / swiftformer
                "layers", "stem_hidden_dim",  # VOLO (and embed_dims)
                "inner_dim", "num_heads_inner", "num_heads_outer",  # TNT
@@ -51,6 +52,9 @@ SMALL = {
     "RegNet": lambda m: m.clone(img_size=32, depths=tuple(min(d, 2) for d in m.depths)),
     # CrossViT: 120 px (the large-patch branch then sees 112 px at either scale) and one multi-scale encoder
     "CrossViT": lambda m: m.clone(img_size=120, depth=((1, 1, m.depth[0][-1]),)),
+    # MaxxVit: 64 px (partition 2, stage maps 16 ... 2) and one block per stage (the strided one) plus a
+    # stride-1 block in the last stage
+    "MaxxVit": lambda m: m.clone(img_size=64, depths=(1,) * (len(m.depths) - 1) + (2,)),
     # PoolFormer / SwiftFormer: 32 px (1x1 after the stride-32 stages); one block per stage, SwiftFormer two (a
     # ConvEncoder and the SwiftFormer encoder)
     "MetaFormer": lambda m: m.clone(img_size=32, depths=(1,) * len(m.depths)),
