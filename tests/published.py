@@ -58,6 +58,16 @@ PUBLISHED = {
     "regnety_160": (83.59, 15.96),
     "regnety_320": (145.05, 32.34),
     # zoo: swin
+    # Swin / Swin-S3 (timm's swin_transformer.py); fvcore on the timm models agrees with every row
+    "swin_tiny_patch4_window7_224": (28.29, 4.51),
+    "swin_small_patch4_window7_224": (49.61, 8.77),
+    "swin_base_patch4_window7_224": (87.77, 15.47),
+    "swin_large_patch4_window7_224": (196.53, 34.53),
+    "swin_base_patch4_window12_384": (87.9, 47.19),  # at 384
+    "swin_large_patch4_window12_384": (196.74, 104.08),  # at 384
+    "swin_s3_tiny_224": (28.33, 4.64),
+    "swin_s3_small_224": (49.74, 9.43),
+    "swin_s3_base_224": (71.13, 13.69),
     # zoo: pvt_v2 / twins
     # zoo: mlp_mixer (mixer, resmlp, gmlp)
     # zoo: metaformer (poolformer) / swiftformer

@@ -59,6 +59,10 @@ SMALL = {
     # ConvEncoder and the SwiftFormer encoder)
     "MetaFormer": lambda m: m.clone(img_size=32, depths=(1,) * len(m.depths)),
     "SwiftFormer": lambda m: m.clone(img_size=32, depths=tuple(min(d, 2) for d in m.depths)),
+    # Swin: the stage-0 grid twice the first window (stage 0 shifts, later stages clamp the window), two blocks
+    # per stage (W-MSA and SW-MSA)
+    "SwinTransformer": lambda m: m.clone(img_size=2 * m.patch_size * m.window_sizes[0],
+                                         depths=tuple(min(d, 2) for d in m.depths)),
     # VOLO: the smallest legal input (a 2x2 Outlooker map, one token) and one block per stage, one class block
     "VOLO": lambda m: m.clone(img_size=2 * m.patch_size, layers=(1,) * len(m.layers),
                               post_layers=min(m.post_layers, 1)),
