@@ -70,6 +70,21 @@ PUBLISHED = {
     "swin_s3_base_224": (71.13, 13.69),
     # zoo: pvt_v2 / twins
     # zoo: mlp_mixer (mixer, resmlp, gmlp)
+    "mixer_s32_224": (19.1, 1.0),
+    "mixer_s16_224": (18.53, 3.79),
+    "mixer_b32_224": (60.29, 3.24),
+    "mixer_b16_224": (59.88, 12.62),
+    "mixer_l32_224": (206.94, 11.27),
+    "mixer_l16_224": (208.2, 44.6),
+    "gmixer_12_224": (12.7, 2.67),
+    "gmixer_24_224": (24.72, 5.28),
+    "resmlp_12_224": (15.35, 3.01),
+    "resmlp_24_224": (30.02, 5.96),
+    "resmlp_36_224": (44.69, 8.91),
+    "resmlp_big_24_224": (129.14, 100.23),
+    "gmlp_ti16_224": (5.87, 1.34),
+    "gmlp_s16_224": (19.42, 4.42),
+    "gmlp_b16_224": (73.08, 15.78),
     # zoo: metaformer (poolformer) / swiftformer
     # PoolFormer / PoolFormerV2 (timm's metaformer.py) and SwiftFormer (swiftformer.py); fvcore agrees
     "poolformer_s12": (11.92, 1.82),

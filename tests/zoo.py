@@ -13,6 +13,7 @@ from published import PUBLISHED
 # fields that change sizes, not code paths; each family adds its own
 SIZE_FIELDS = {"embed_dim", "depth", "num_heads", "mlp_ratio", "num_classes",
                "depths", "channels", "widths", "group_sizes", "stem_width", "base_width",  # CNN stages
+               "token_mlp_ratio", "layer_scale_init",  # mlp_mixer
                "img_scale",  # CrossViT: the branches' image sizes, set by img_size
                "head_hidden_size", "partition_size", "dim_head", "rel_pos_dim",  # maxxvit
                "dims", "embed_dims", "layer_scale_init_values", "layer_scale_init_value",  # metaformer / swiftformer
@@ -50,6 +51,8 @@ SMALL = {
     # (the first, which changes the shape, and one identity-shortcut block)
     "ResNet": lambda m: m.clone(img_size=32, depths=tuple(min(d, 2) for d in m.depths)),
     "RegNet": lambda m: m.clone(img_size=32, depths=tuple(min(d, 2) for d in m.depths)),
+    # MlpMixer: a 2x2 patch grid (token mixing is sized by it) and one block (all blocks are alike)
+    "MlpMixer": lambda m: m.clone(img_size=2 * m.patch_size, depth=1),
     # CrossViT: 120 px (the large-patch branch then sees 112 px at either scale) and one multi-scale encoder
     "CrossViT": lambda m: m.clone(img_size=120, depth=((1, 1, m.depth[0][-1]),)),
     # MaxxVit: 64 px (partition 2, stage maps 16 ... 2) and one block per stage (the strided one) plus a
