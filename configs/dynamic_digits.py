@@ -4,12 +4,16 @@ config's ViT with a class token, 16 patches, trained with `kind=` tome, evit or 
   python -m jaxvit.main --config=configs/dynamic_digits.py:kind=none --workdir=runs/dyn_none
   python -m jaxvit.main --config=configs/dynamic_digits.py:kind=tome --workdir=runs/dyn_tome
   python -m jaxvit.main --config=configs/dynamic_digits.py:kind=dynamicvit,init=runs/dyn_none --workdir=runs/dyn_dvit
+  python -m jaxvit.main --config=configs/dynamic_digits.py:kind=exits --workdir=runs/dyn_exits
+  python -m jaxvit.early_exit --config=configs/dynamic_digits.py:kind=exits --workdir=runs/dyn_exits --rule entropy
 
 ToMe merges 2 tokens per block (16 -> 8 by the last block); EViT keeps 0.7 of the tokens after blocks
 1 and 2, its keep rate warmed up from 1 as the official recipe does (a cosine after a constant 1/15 of the run,
 over a third of it, snapped to 4 levels: 5 compiled steps); DynamicViT (rho 0.7 at blocks 1, 2) starts from `init=` (a `kind=none` run), which is also its
 unpruned teacher, with its official loss and the backbone at 0.01 x the predictors' learning rate.
-Arguments: kind, init, steps, runlocal.
+`kind=exits` is depth adaptation instead: internal classifiers after blocks 1 and 2 (of 4), trained jointly
+with the final head, and distilled from it with `exit_distill=` (weight; temperature 1).
+Arguments: kind, init, steps, exit_distill, runlocal.
 """
 
 from configs import common
@@ -21,11 +25,14 @@ REDUCTIONS = {"none": None, "tome": dict(kind="tome", r=2),
 
 
 def get_config(arg=None):
-  arg = common.parse_arg(arg, kind="tome", init="", steps=1500, runlocal=False)
-  if arg.kind not in REDUCTIONS:
-    raise ValueError(f"config argument kind={arg.kind!r}; accepted: {tuple(REDUCTIONS)}")
+  arg = common.parse_arg(arg, kind="tome", init="", steps=1500, exit_distill=0.0, runlocal=False)
+  if arg.kind not in tuple(REDUCTIONS) + ("exits",):
+    raise ValueError(f"config argument kind={arg.kind!r}; accepted: {tuple(REDUCTIONS) + ('exits',)}")
   c = default.get_config()
-  c.model.overrides.update(class_token=True, global_pool="token", reduction=REDUCTIONS[arg.kind])
+  c.model.overrides.update(class_token=True, global_pool="token", reduction=REDUCTIONS.get(arg.kind))
+  if arg.kind == "exits":
+    c.model.overrides.exits = dict(blocks=(1, 2))
+    c.exit_loss = dict(distill_weight=arg.exit_distill, temperature=1.0)
   c.total_steps = arg.steps
   c.optimizer.warmup_steps = max(arg.steps // 15, 1)
   c.log_every, c.eval_every, c.checkpoint_every = 100, arg.steps, arg.steps

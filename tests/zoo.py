@@ -19,6 +19,7 @@ SIZE_FIELDS = {"embed_dim", "depth", "num_heads", "mlp_ratio", "num_classes",
                "dims", "embed_dims", "layer_scale_init_values", "layer_scale_init_value",  # metaformer / swiftformer
                "layers", "stem_hidden_dim",  # VOLO (and embed_dims)
                "inner_dim", "num_heads_inner", "num_heads_outer",  # TNT
+               "mlp_ratios", "sr_ratios",  # PVTv2 / Twins (and embed_dims)
                # zoo: family size fields
                }
 
@@ -29,10 +30,11 @@ def is_cnn(model) -> bool:
 
 
 def code_path(name):
+  """Class + non-size fields. The input size is a size too: other resolutions are tested where they change the
+  code (`tests/convert/test_parity.py` `other_resolution`, and each family's own tests)."""
   model = jaxvit.create_model(name)
-  size_fields = SIZE_FIELDS | ({"img_size"} if is_cnn(model) else set())
   return type(model).__name__, tuple((f.name, getattr(model, f.name)) for f in dataclasses.fields(model)
-                                     if f.init and f.name not in size_fields | {"parent", "name"})
+                                     if f.init and f.name not in SIZE_FIELDS | {"img_size", "parent", "name"})
 
 
 def representatives(names):
@@ -70,6 +72,10 @@ SMALL = {
     "VOLO": lambda m: m.clone(img_size=2 * m.patch_size, layers=(1,) * len(m.layers),
                               post_layers=min(m.post_layers, 1)),
     "TNT": lambda m: m.clone(img_size=2 * m.patch_size, depth=1),
+    # PVTv2: 32 px (stage maps 8 ... 1, each at least its sr_ratio) and one block per stage (all alike);
+    # Twins: 32 px and two blocks per stage (SVT's LSA, padded from 8x8 to 14x14, and GSA; the PEG after the first)
+    "PyramidVisionTransformerV2": lambda m: m.clone(img_size=32, depths=(1,) * len(m.depths)),
+    "Twins": lambda m: m.clone(img_size=32, depths=tuple(min(d, 2) for d in m.depths)),
     # zoo: family small variants
 }
 

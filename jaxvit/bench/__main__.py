@@ -1,6 +1,7 @@
 """Benchmarks registered models: params, GMACs, images/s, latency, memory, MFU, and timm's speed.
 
   python -m jaxvit.bench --family swin,pvt_v2 --compare timm
+  python -m jaxvit.bench --report components          # docs/components.md, components.png, mixer_scaling.png
   python -m jaxvit.bench --models deit_tiny_patch16_224,deit_small_patch16_224 --batch 32 \
       [--img-size N] [--dtype bfloat16] [--compare timm] [--reduction tome:r=13,tome:r=8] [--json FILE]
   python -m jaxvit.bench --train --models deit_tiny_patch16_224 --batch 16 [--compare timm] [--profile]
@@ -15,7 +16,7 @@ from jaxvit.cpu import use_all_cores
 
 def main(argv=None):
   p = argparse.ArgumentParser(prog="python -m jaxvit.bench", description=__doc__.split("\n")[0])
-  models = p.add_mutually_exclusive_group(required=True)
+  models = p.add_mutually_exclusive_group()
   models.add_argument("--models", help="comma-separated registered names or patterns ('deit_*')")
   models.add_argument("--family", help="comma-separated model families: every model of each ('swin,pvt_v2'; "
                                        "jaxvit.list_families())")
@@ -27,7 +28,8 @@ def main(argv=None):
   p.add_argument("--peak-gflops", type=float, help="the machine's float32 peak (default: nominal from /proc/cpuinfo)")
   p.add_argument("--reduction", help="also measure each model with these token reductions, e.g. tome:r=13,tome:r=8")
   p.add_argument("--report", help="with --reduction: write this markdown page (and a PNG plot beside it), "
-                                  "e.g. docs/dynamic.md")
+                                  "e.g. docs/dynamic.md; or 'components': measure the component models and the "
+                                  "token-mixer scaling into docs/components.md")
   p.add_argument("--json", help="also write the rows to this file")
   p.add_argument("--devices", type=int, help="CPU devices to split the batch over (default: one per core)")
   p.add_argument("--train", action="store_true", help="time the train step (forward + backward + AdamW) instead")
@@ -37,8 +39,13 @@ def main(argv=None):
     p.error("--profile needs --train")
   if args.reduction and args.train:
     p.error("--reduction times inference; drop --train")
-  if args.report and not args.reduction:
-    p.error("--report needs --reduction")
+  if args.report == "components":
+    if args.models or args.family or args.reduction or args.train:
+      p.error("--report components measures its own models; drop --models / --family / --reduction / --train")
+  elif not (args.models or args.family):
+    p.error("one of --models, --family or --report components is required")
+  elif args.report and not args.reduction:
+    p.error("--report needs --reduction (or is 'components')")
   use_all_cores(args.devices)  # before JAX starts; a no-op on GPU / TPU hosts
   if args.family:
     import jaxvit
@@ -48,6 +55,12 @@ def main(argv=None):
       sys.exit(f"error: {err}")
   from jaxvit.bench.run import TRAIN_COLUMNS, benchmark, benchmark_train, format_table, parse_reductions
   log = lambda msg: print(msg, file=sys.stderr, flush=True)
+  if args.report == "components":
+    from jaxvit.bench.components import run_components_report
+    run_components_report(batch=args.batch, runs=args.runs, log=log,
+                          command="python -m jaxvit.bench " + " ".join(argv or sys.argv[1:]))
+    print("wrote docs/components.md, docs/components.png, docs/mixer_scaling.png")
+    return
   try:
     if args.train:
       rows = benchmark_train(args.models.split(","), batch=args.batch, img_size=args.img_size, dtype=args.dtype,

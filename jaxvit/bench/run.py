@@ -54,10 +54,12 @@ def expand(patterns) -> list[str]:
 
 
 def benchmark(patterns, *, batch=32, img_size=None, dtype="float32", compare=None, runs=5, peak_gflops=None,
-              matmul_n=4096, reductions=(), log=print) -> list[dict]:
+              matmul_n=4096, reductions=(), variants=None, latency=True, log=print) -> list[dict]:
   """Measures each model, and each model with each of `reductions` (`model.reduction` dicts, with
-  its speed-up over the unreduced model); returns rows with the keys of `COLUMNS` (and a few more)."""
-  names = expand(patterns)
+  its speed-up over the unreduced model); returns rows with the keys of `COLUMNS` (and a few more).
+  `variants` `{label: (name, overrides)}` measures those models instead of `patterns`; `latency=False` skips
+  the batch-1 latency."""
+  names = expand(patterns) if variants is None else []
   devices = jax.local_devices()
   if batch % len(devices):
     raise ValueError(f"--batch={batch} must be a multiple of the {len(devices)} local devices (or set --devices)")
@@ -69,6 +71,8 @@ def benchmark(patterns, *, batch=32, img_size=None, dtype="float32", compare=Non
     models[n, ""] = create_model(n, dtype=jnp.dtype(dtype), **size)
     for reduction in reductions:
       models[n, reduction_label(reduction)] = create_model(n, dtype=jnp.dtype(dtype), reduction=reduction, **size)
+  for label, (n, overrides) in (variants or {}).items():
+    models[label, ""] = create_model(n, dtype=jnp.dtype(dtype), **(size | overrides))
   log(f"measuring the {jax.default_backend()} matmul peak ({matmul_n}^3, float32)...")
   matmul = measure.matmul_peak(matmul_n)
   peak, source = (peak_gflops * 1e9, "--peak-gflops") if peak_gflops else measure.nominal_cpu_peak()
@@ -86,18 +90,20 @@ def benchmark(patterns, *, batch=32, img_size=None, dtype="float32", compare=Non
     compiled = apply.lower(variables, images).compile()
     macs = flops.count_macs(model, variables, jax.ShapeDtypeStruct((1,) + shape[1:], jnp.float32))["total"]
     ips, _ = measure.jax_images_per_second(compiled, variables, images, runs)
-    log(f"    {ips:.1f} img/s at batch {batch}; timing batch 1")
-    one = jax.device_put(images[:1], devices[0])
-    one_variables = jax.device_put(variables, devices[0])
-    single = apply.lower(one_variables, one).compile()
-    latency = statistics.median(measure.time_runs(lambda: jax.block_until_ready(single(one_variables, one)),
-                                                  runs=runs, warmup=2, min_seconds=1.0))
+    log(f"    {ips:.1f} img/s at batch {batch}" + ("; timing batch 1" if latency else ""))
+    seconds = float("nan")
+    if latency:
+      one = jax.device_put(images[:1], devices[0])
+      one_variables = jax.device_put(variables, devices[0])
+      single = apply.lower(one_variables, one).compile()
+      seconds = statistics.median(measure.time_runs(lambda: jax.block_until_ready(single(one_variables, one)),
+                                                    runs=runs, warmup=2, min_seconds=1.0))
     achieved = 2 * macs * ips
     per_device = batch // len(devices)  # XLA's cost and memory analyses describe one device's program
     row = dict(model=f"{name} + {label}" if label else name, img_size=shape[1], batch=batch, dtype=dtype,
                params_m=count_params(variables["params"]) / 1e6,
                gmacs=macs / 1e9, xla_gflops=flops.xla_cost(compiled).get("flops", float("nan")) / per_device / 1e9,
-               images_per_s=ips, latency_ms=latency * 1e3,
+               images_per_s=ips, latency_ms=seconds * 1e3,
                peak_mem_mb=measure.memory_bytes(compiled).get("peak", float("nan")) / 2 ** 20,
                mfu_matmul=achieved / matmul, mfu_peak=achieved / peak if peak else float("nan"),
                matmul_gflops=matmul / 1e9, peak_gflops=peak / 1e9, backend=jax.default_backend(),

@@ -2,7 +2,7 @@
 
 One pre-norm transformer family: `VisionTransformer` covers class / distillation / register tokens,
 learned or sincos position embeddings, rotary ones (RoPE-ViT, arXiv:2403.13298: timm's `eva.py` models), LayerScale,
-token or average pooling, and a `scan` + `remat` block stack. Parameter names mirror timm's `vision_transformer.py` / `deit.py` so weights convert
+token or average pooling, attention-free token mixers (`mixer=`, for ablations), and a `scan` + `remat` block stack. Parameter names mirror timm's `vision_transformer.py` / `deit.py` so weights convert
 one to one (`jaxvit.convert`). Returns `(logits, out)`; `out` holds `block{i}` tokens, `encoded`,
 `pre_logits`, for distilled models `logits_cls` / `logits_dist`, and with `return_attention`
 `attn{i}` `[B, H, N, N]`, `keys{i}` (head-averaged keys) and `values{i}` `[B, H, N, d]`.
@@ -16,16 +16,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxvit import layers
-from jaxvit.dynamic import dynamicvit, evit, tome
+from jaxvit.dynamic import dynamicvit, evit, exits, reduction as reduction_lib, tome
+from jaxvit.layers.token_mixer import GRID_MIXERS, MIXERS, TokenMixer
 from jaxvit.registry import IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD, register_model
 
 ABS_POS_EMBEDS = ("learn", "sincos", "none")  # added to the tokens once
 POS_EMBEDS = ABS_POS_EMBEDS + tuple(f"rope_{kind}" for kind in layers.ROPES)  # `pos_embed` joins them with "+"
-# reduction kind -> (accepted keys, required keys)
-REDUCTIONS = {"tome": (("r", "prop_attn", "trace_source"), ("r",)),
-              "evit": (("keep_rate", "locations", "fuse_token"), ()),
-              "dynamicvit": (("keep_rate", "locations"), ())}
-
 
 class Block(nn.Module):
   """Pre-norm transformer block: x + DropPath(LS(MHSA(LN(x)))), then the same with the MLP."""
@@ -45,7 +41,8 @@ class Block(nn.Module):
   fuse_token: bool = False  # EViT: the others fused into one token
   rope: str = ""  # rotary position embedding of the patches' queries and keys: "", or one of layers.ROPES
   rope_theta: float = 100.0
-  rope_grid: tuple = ()  # the patch grid (h, w) RoPE rotates by
+  grid: tuple = ()  # the patch grid (h, w) RoPE rotates by and grid mixers mix over
+  mixer: str = "attention"  # the token mixer, one of MIXERS
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
 
@@ -57,10 +54,14 @@ class Block(nn.Module):
     bias = jnp.log(size[..., 0]) if self.prop_attn and size is not None else None
     attention = layers.Attention(self.num_heads, self.qkv_bias, self.attn_drop_rate, self.proj_drop_rate,
                                  self.return_attention, self.merge_r > 0, self.keep_tokens > 0, name="attn", **kw)
-    rope = layers.RotaryEmbedding(self.rope, self.rope_grid, self.num_heads, x.shape[-1] // self.num_heads,
+    rope = layers.RotaryEmbedding(self.rope, self.grid, self.num_heads, x.shape[-1] // self.num_heads,
                                   self.rope_theta, self.param_dtype, name="rope")() if self.rope else None
-    y, aux = attention(layers.layer_norm(self.norm_eps, name="norm1", **kw)(x), train=self.train, bias=bias,
-                       policy=policy, rope=rope)
+    normed = layers.layer_norm(self.norm_eps, name="norm1", **kw)(x)
+    if self.mixer == "attention":
+      y, aux = attention(normed, train=self.train, bias=bias, policy=policy, rope=rope)
+    else:
+      y, aux = TokenMixer(self.mixer, self.grid, self.proj_drop_rate, name="token_mixer", **kw)(
+          normed, train=self.train), {}
     if self.init_values is not None:
       y = layers.LayerScale(self.init_values, self.param_dtype, name="ls1")(y)
     x = x + layers.drop_path(self, y, drop_path_rate, train=self.train)
@@ -95,6 +96,7 @@ class Encoder(nn.Module):
   remat: bool = False
   train: bool = False
   reduction: Optional[dict] = None  # token reduction: kind, per-block `Block` fields ("blocks"), trace_source
+  span: Optional[tuple] = None  # (lo, hi): run only blocks lo .. hi - 1 (the staged early-exit path; loop layout)
 
   @nn.compact
   def __call__(self, x):
@@ -120,7 +122,7 @@ class Encoder(nn.Module):
       if red.get("kind") == "dynamicvit":
         decision = jnp.ones(x.shape[:2] + (1,), x.dtype)[:, 1:]  # kept patch tokens (prev_decision)
         policy = jnp.ones(x.shape[:2], x.dtype) if self.train else None
-      for i in range(self.depth):
+      for i in range(*(self.span or (0, self.depth))):
         per_block = dict(red["blocks"][i]) if red else {}
         keep = per_block.pop("prune_keep", 0)
         if keep:
@@ -162,6 +164,7 @@ class VisionTransformer(nn.Module):
   no_embed_class: bool = False  # DeiT-III: position embedding on patches only
   pos_embed: str = "learn"  # POS_EMBEDS, "+"-joined: at most one absolute and one rotary ("learn+rope_mixed")
   rope_theta: Optional[float] = None  # RoPE frequency base; None: layers.DEFAULT_THETA of the kind
+  mixer: str = "attention"  # token mixer of every block, one of MIXERS (jaxvit/layers/token_mixer.py)
   global_pool: str = "token"  # one of layers.POOLS
   fc_norm: Optional[bool] = None  # norm after pooling instead of before; None = (global_pool != "token")
   drop_rate: float = 0.0  # before the head
@@ -171,6 +174,7 @@ class VisionTransformer(nn.Module):
   drop_path_rate: float = 0.0
   return_attention: bool = False
   reduction: Optional[dict] = None  # token reduction: dict(kind="tome", r=13), dict(kind="evit", keep_rate=0.7)
+  exits: Optional[dict] = None  # internal classifiers: dict(blocks=(3, 6, 9)) -> out["exit_logits3"], ...
   scan: bool = False
   remat: bool = False
   dtype: jnp.dtype = jnp.float32
@@ -206,6 +210,21 @@ class VisionTransformer(nn.Module):
     def bad(field, value, accepted):
       raise ValueError(f"{type(self).__name__}: {field}={value!r}; accepted: {accepted}")
     _, rope = self.position_encoding
+    if self.mixer not in MIXERS:
+      bad("mixer", self.mixer, MIXERS)
+    if self.mixer != "attention":
+      for field, value in (("pos_embed", rope and self.pos_embed), ("reduction", self.reduction),
+                           ("return_attention", self.return_attention)):
+        if value:
+          bad(field, value, f"{'no RoPE' if field == 'pos_embed' else 'off'} with mixer={self.mixer!r} "
+                            f"(attention only)")
+    if self.mixer in GRID_MIXERS and self.num_prefix_tokens:
+      bad("class_token", self.class_token, f"False, with no distillation or register tokens, for "
+                                           f"mixer={self.mixer!r} (it mixes over the patch grid)")
+    if self.exits:
+      if self.num_classes == 0:
+        bad("exits", self.exits, "None when num_classes=0 (an exit is a classifier)")
+      exits.check_exits(self.exits, self.depth)
     if rope and self.reduction:
       bad("reduction", self.reduction, "None with a rotary pos_embed (reduced tokens lose their grid positions)")
     if rope and (self.embed_dim // self.num_heads) % 4:
@@ -233,41 +252,8 @@ class VisionTransformer(nn.Module):
     return ("encoder/score_predictor_",) if self.reduction and self.reduction.get("kind") == "dynamicvit" else ()
 
   def _reduction_config(self) -> Optional[dict]:
-    """The encoder's token reduction from `reduction` (None without one); errors name the key."""
-    if not self.reduction:
-      return None
-    cfg = dict(self.reduction)
-    kind = cfg.pop("kind", None)
-    if kind not in REDUCTIONS:
-      raise ValueError(f"{type(self).__name__}: reduction kind={kind!r}; accepted: {tuple(REDUCTIONS)}")
-    accepted, required = REDUCTIONS[kind]
-    unknown, missing = sorted(set(cfg) - set(accepted)), sorted(set(required) - set(cfg))
-    if unknown or missing:
-      raise ValueError(f"{type(self).__name__}: reduction={self.reduction!r} needs {list(required)} and accepts "
-                       f"{list(accepted)} (got {unknown or 'no ' + ', '.join(missing)})")
-    if self.scan:
-      raise ValueError(f"{type(self).__name__}: scan=True needs the same token count in every block; "
-                       f"token reduction needs scan=False")
-    if kind == "tome":
-      blocks = [dict(merge_r=r, prop_attn=bool(cfg.get("prop_attn", True)),
-                     protected=(self.class_token, self.dist_token)) for r in tome.parse_r(self.depth, cfg["r"])]
-      return dict(kind=kind, blocks=tuple(blocks), trace_source=bool(cfg.get("trace_source", False)))
-    if not self.class_token or self.num_prefix_tokens != 1:
-      raise ValueError(f"{type(self).__name__}: reduction kind={kind!r} needs exactly one prefix token, the class "
-                       f"token (class_token=True, no distillation or register tokens)")
-    if kind == "dynamicvit":
-      locations = tuple(cfg.get("locations", (3, 6, 9)))
-      if any(not 0 <= i < self.depth for i in locations) or list(locations) != sorted(set(locations)):
-        raise ValueError(f"{type(self).__name__}: reduction locations={locations}; accepted: increasing blocks "
-                         f"0..{self.depth - 1}")
-      keep = dict(zip(locations, dynamicvit.keep_counts(self.grid[0] * self.grid[1], cfg.get("keep_rate", 0.7),
-                                                         len(locations))))
-      return dict(kind=kind, locations=locations, blocks=tuple(dict(prune_keep=keep.get(i, 0))
-                                                                for i in range(self.depth)))
-    fuse = bool(cfg.get("fuse_token", False))
-    keep = evit.kept_tokens(self.grid[0] * self.grid[1] + self.num_prefix_tokens - 1, self.depth,
-                            cfg.get("keep_rate", 0.7), cfg.get("locations", (3, 6, 9)), fuse)
-    return dict(kind=kind, blocks=tuple(dict(keep_tokens=k, fuse_token=fuse) for k in keep))
+    """The encoder's per-block token reduction from `reduction` (`jaxvit.dynamic.reduction`)."""
+    return reduction_lib.encoder_reduction(self) if self.reduction else None
 
   def _add_pos_embed(self, x):
     """Position embedding, then prefix tokens (DeiT-III) or prefix tokens, then embedding (ViT)."""
@@ -289,28 +275,41 @@ class VisionTransformer(nn.Module):
     return prefix(x) if self.no_embed_class else x
 
   @nn.compact
-  def __call__(self, images, *, train: bool = False):
-    expected = self.grid[0] * self.patch_size, self.grid[1] * self.patch_size
-    if tuple(images.shape[1:3]) != expected:
-      raise ValueError(f"input images are {images.shape[1]}x{images.shape[2]} but the model was built "
-                       f"with img_size={self.img_size}; create it with img_size={images.shape[1]}")
+  def __call__(self, images, *, train: bool = False, span: Optional[tuple] = None):
+    """`(logits, out)`. With `span=(lo, hi)` only blocks lo .. hi - 1 run, on `images` = the tokens block lo
+    takes (lo > 0) or on images (lo = 0); before the last block it returns `(exit logits of block hi - 1, out)`
+    with the tokens in `out["tokens"]` (the staged early-exit path, `jaxvit.dynamic.exits.StagedEarlyExit`)."""
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-    x = layers.PatchEmbed(self.embed_dim, self.patch_size, name="patch_embed", **kw)(images)
-    x = self._add_pos_embed(x)
-    x = nn.Dropout(self.pos_drop_rate)(x, deterministic=not train)
-    x = nn.with_logical_constraint(x, ("batch", "seq", "embed"))
+    lo, hi = span or (0, self.depth)
+    if lo == 0:
+      expected = self.grid[0] * self.patch_size, self.grid[1] * self.patch_size
+      if tuple(images.shape[1:3]) != expected:
+        raise ValueError(f"input images are {images.shape[1]}x{images.shape[2]} but the model was built "
+                         f"with img_size={self.img_size}; create it with img_size={images.shape[1]}")
+      x = layers.PatchEmbed(self.embed_dim, self.patch_size, name="patch_embed", **kw)(images)
+      x = self._add_pos_embed(x)
+      x = nn.Dropout(self.pos_drop_rate)(x, deterministic=not train)
+      x = nn.with_logical_constraint(x, ("batch", "seq", "embed"))
+    else:
+      x = images
 
     _, rope = self.position_encoding
     block = dict(num_heads=self.num_heads, mlp_ratio=self.mlp_ratio, qkv_bias=self.qkv_bias,
                  init_values=self.init_values, proj_drop_rate=self.proj_drop_rate,
                  attn_drop_rate=self.attn_drop_rate, return_attention=self.return_attention, **kw)
+    block.update(grid=self.grid, mixer=self.mixer)
     if rope:
       theta = layers.DEFAULT_THETA[rope] if self.rope_theta is None else self.rope_theta
-      block.update(rope=rope, rope_theta=theta, rope_grid=self.grid)
+      block.update(rope=rope, rope_theta=theta)
     x, out = Encoder(self.depth, block, self.drop_path_rate, self.scan, self.remat, train, self._reduction_config(),
-                     name="encoder")(x)
+                     span, name="encoder")(x)
 
     fc_norm = self.global_pool != "token" if self.fc_norm is None else self.fc_norm
+    if hi < self.depth:  # a stage of the staged early-exit path ends at the exit after block hi - 1
+      out["tokens"] = x
+      head = exits.ExitHead(self.num_classes, self.global_pool, self.num_prefix_tokens, fc_norm,
+                            name=f"exit_{hi - 1}", **kw)
+      return head(x), out
     norm = layers.layer_norm(name="fc_norm" if fc_norm else "norm", **kw)
     x = x if fc_norm else norm(x)
     out["encoded"] = x
@@ -319,6 +318,9 @@ class VisionTransformer(nn.Module):
     out["pre_logits"] = pooled
     if self.num_classes == 0:
       return pooled, out
+    for b in exits.check_exits(self.exits, self.depth)[0] if self.exits and not span else ():
+      out[f"exit_logits{b}"] = exits.ExitHead(self.num_classes, self.global_pool, self.num_prefix_tokens, fc_norm,
+                                              name=f"exit_{b}", **kw)(out[f"block{b}"])
 
     def head(name, features):
       features = nn.Dropout(self.drop_rate)(features, deterministic=not train)

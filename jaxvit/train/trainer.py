@@ -16,7 +16,7 @@ import tensorflow as tf
 from jaxvit.bench.flops import count_macs
 from jaxvit.data import mixup, pipeline
 from jaxvit.distill import objective
-from jaxvit.dynamic import evit
+from jaxvit.dynamic import evit, exits
 from jaxvit.registry import create_model, pretrained_cfg
 from jaxvit.train import checkpoint, distributed, init_from, mesh as mesh_lib, optim, report, state as state_lib, step as step_lib
 from jaxvit.utils import count_params, input_shape
@@ -98,6 +98,21 @@ class Run(NamedTuple):
   distill: objective.Distillation
 
 
+def base_loss(config, model):
+  """Cross-entropy with label smoothing; for a multi-exit model, summed over its exits and final head
+  (`config.exit_loss`: weights, distill_weight, temperature; jaxvit.dynamic.exits)."""
+  loss = step_lib.classification_loss(config.get("label_smoothing", 0.0))
+  exit_loss = dict(config.get("exit_loss") or {})
+  if not getattr(model, "exits", None):
+    if exit_loss:
+      raise ValueError("config.exit_loss needs a model with exits (config.model.overrides.exits=dict(blocks=...))")
+    return loss
+  unknown = sorted(set(exit_loss) - {"weights", "distill_weight", "temperature"})
+  if unknown:
+    raise ValueError(f"config.exit_loss keys {unknown}; accepted: weights, distill_weight, temperature")
+  return exits.multi_exit_loss(loss, **exit_loss)
+
+
 def setup(config, workdir: str) -> Run:
   """Builds everything from the config and restores the newest readable checkpoint in `workdir`."""
   os.makedirs(workdir, exist_ok=True)
@@ -108,8 +123,7 @@ def setup(config, workdir: str) -> Run:
   model = build_model(config, builder.info.features["label"].num_classes)
   steps = total_steps(config, pipeline.num_examples(builder, config.data.train_split))
   tx, schedule = optim.make_optimizer(config.optimizer, steps, getattr(model, "depth", None))
-  distill = objective.from_config(config, model, mesh, rules,
-                                  step_lib.classification_loss(config.get("label_smoothing", 0.0)), steps)
+  distill = objective.from_config(config, model, mesh, rules, base_loss(config, model), steps)
   state, shardings = state_lib.create_state(model, tx, input_shape(model)[1:], config.seed, mesh, rules,
                                             ema=bool(config.get("ema_decay")), init_loss_params=distill.init_loss_params)
   ckpts = checkpoint.Checkpoints(workdir, keep=config.get("keep_checkpoints", 3),

@@ -1,3 +1,5 @@
+import os
+
 import jax
 import jax.numpy as jnp
 import pytest
@@ -108,3 +110,23 @@ def test_profile_names_ops_by_their_jax_op_with_blocks_folded():
          '  %ynn_fusion.3 = f32[1576,192]{1,0} fusion(%a), metadata={op_name="jit(step)/jvp(VT)/blocks_3/fc1/dot"}\n')
   assert op_names(hlo) == {"all-reduce.154": ("tuple", "all-reduce of 2 ops"),
                            "ynn_fusion.3": ("f32[1576,192]", "jvp(VT)/blocks_i/fc1/dot")}
+
+
+@pytest.mark.parity
+def test_components_report_measures_models_against_timm_and_the_mixer_scaling(tmp_path):
+  from jaxvit.bench.components import PUBLISHED_TOP1, run_components_report, scaling_variants
+  assert {"swin_tiny_patch4_window7_224", "maxvit_tiny_tf_224", "vit_base_patch16_rope_mixed_224"} <= set(PUBLISHED_TOP1)
+  assert len(scaling_variants()) == 2 * (5 + 2 + 2)  # 5 mixers, attention x 4 more position encodings, 2 sizes
+  path = str(tmp_path / "components.md")
+  rows, scaling = run_components_report(path, batch=8, scaling_batch=8, runs=1, models=["vit_small_patch16_rope_224"],
+                                        scaling_sizes=(32, 64), scaling_backbone=dict(depth=1, embed_dim=64,
+                                                                                      num_heads=2),
+                                        log=lambda _: None)
+  assert rows[0]["top1"] == 81.222 and rows[0]["timm_images_per_s"] > 0
+  by_label = {r["model"]: r for r in scaling}
+  attention = by_label["attention / learn @64"]["gmacs"] / by_label["attention / learn @32"]["gmacs"]
+  pooling = by_label["pooling / learn @64"]["gmacs"] / by_label["pooling / learn @32"]["gmacs"]
+  assert attention > pooling  # 4 -> 16 tokens: attention's QK^T and AV grow quadratically
+  text = open(path).read()
+  assert "| vit_small_patch16_rope_224 | 224 |" in text and "| pooling / learn @64 | 64 | 16 |" in text
+  assert all(os.path.getsize(tmp_path / png) > 0 for png in ("components.png", "mixer_scaling.png"))

@@ -14,7 +14,7 @@ def unpruned(tmp_path_factory, data_dir):
   return workdir, train_and_evaluate(config, workdir)
 
 
-@pytest.mark.parametrize("kind", ["tome", "evit", "dynamicvit"])
+@pytest.mark.parametrize("kind", ["tome", "evit", "dynamicvit", "exits"])
 def test_each_reduction_learns_digits(unpruned, data_dir, tmp_path, capsys, kind):
   from configs import dynamic_digits
   workdir, baseline = unpruned
@@ -22,10 +22,18 @@ def test_each_reduction_learns_digits(unpruned, data_dir, tmp_path, capsys, kind
   config.data.data_dir = data_dir
   summary = train_and_evaluate(config, str(tmp_path))
   assert baseline["final_top1"] > 0.5 and summary["final_top1"] > 0.5, (baseline, summary)  # chance: 0.1
-  assert summary["gmacs"] < baseline["gmacs"]
+  assert summary["gmacs"] < baseline["gmacs"] if kind != "exits" else summary["gmacs"] > baseline["gmacs"]
   out = capsys.readouterr().out
   if kind == "dynamicvit":
     assert "feature_loss" in out
+  if kind == "exits":  # each exit learned too; the sweep trades top-1 for MACs
+    assert "exit_accuracy1" in out
+    from jaxvit.early_exit import main
+    main(["--config", "configs/dynamic_digits.py:kind=exits", "--workdir", str(tmp_path), "--rule", "confidence",
+          "--thresholds", "0.5,1.01", "--out", str(tmp_path / "exit.md"), "--data-dir", data_dir])
+    rows = capsys.readouterr().out.splitlines()[2:]
+    cheap, full = ([float(x) for x in r.split("|")[2:5]] for r in rows)
+    assert full[1] == 4 and cheap[1] < 4 and cheap[2] < full[2] and cheap[0] > 0.3, rows  # top-1, depth, GMACs
   if kind == "evit":  # the warm-up compiled one step per snapped keep rate, in order
     rates = [float(line.split("keep_rate ")[1].split()[0]) for line in out.splitlines() if "keep-rate warm-up" in line]
     assert rates == [1.0, 0.925, 0.85, 0.775, 0.7], rates

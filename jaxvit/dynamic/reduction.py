@@ -1,0 +1,46 @@
+"""A ViT's `reduction=dict(kind=..., ...)` as per-block `Block` fields, the same keep counts at every call:
+static shapes (DESIGN.md, dynamic networks). Errors name the key and what is accepted."""
+
+from jaxvit.dynamic import dynamicvit, evit, tome
+
+# reduction kind -> (accepted keys, required keys)
+REDUCTIONS = {"tome": (("r", "prop_attn", "trace_source"), ("r",)),
+              "evit": (("keep_rate", "locations", "fuse_token"), ()),
+              "dynamicvit": (("keep_rate", "locations"), ())}
+
+
+def encoder_reduction(model) -> dict:
+  """`dict(kind, blocks=(per-block Block fields, ...), ...)` for a `VisionTransformer`'s `reduction`."""
+  cfg = dict(model.reduction)
+  kind = cfg.pop("kind", None)
+  if kind not in REDUCTIONS:
+    raise ValueError(f"{type(model).__name__}: reduction kind={kind!r}; accepted: {tuple(REDUCTIONS)}")
+  accepted, required = REDUCTIONS[kind]
+  unknown, missing = sorted(set(cfg) - set(accepted)), sorted(set(required) - set(cfg))
+  if unknown or missing:
+    raise ValueError(f"{type(model).__name__}: reduction={model.reduction!r} needs {list(required)} and accepts "
+                     f"{list(accepted)} (got {unknown or 'no ' + ', '.join(missing)})")
+  if model.scan:
+    raise ValueError(f"{type(model).__name__}: scan=True needs the same token count in every block; "
+                     f"token reduction needs scan=False")
+  if kind == "tome":
+    blocks = [dict(merge_r=r, prop_attn=bool(cfg.get("prop_attn", True)),
+                   protected=(model.class_token, model.dist_token)) for r in tome.parse_r(model.depth, cfg["r"])]
+    return dict(kind=kind, blocks=tuple(blocks), trace_source=bool(cfg.get("trace_source", False)))
+  if not model.class_token or model.num_prefix_tokens != 1:
+    raise ValueError(f"{type(model).__name__}: reduction kind={kind!r} needs exactly one prefix token, the class "
+                     f"token (class_token=True, no distillation or register tokens)")
+  if kind == "dynamicvit":
+    locations = tuple(cfg.get("locations", (3, 6, 9)))
+    if any(not 0 <= i < model.depth for i in locations) or list(locations) != sorted(set(locations)):
+      raise ValueError(f"{type(model).__name__}: reduction locations={locations}; accepted: increasing blocks "
+                       f"0..{model.depth - 1}")
+    keep = dict(zip(locations, dynamicvit.keep_counts(model.grid[0] * model.grid[1], cfg.get("keep_rate", 0.7),
+                                                       len(locations))))
+    return dict(kind=kind, locations=locations, blocks=tuple(dict(prune_keep=keep.get(i, 0))
+                                                              for i in range(model.depth)))
+  fuse = bool(cfg.get("fuse_token", False))
+  keep = evit.kept_tokens(model.grid[0] * model.grid[1] + model.num_prefix_tokens - 1, model.depth,
+                          cfg.get("keep_rate", 0.7), cfg.get("locations", (3, 6, 9)), fuse)
+  return dict(kind=kind, blocks=tuple(dict(keep_tokens=k, fuse_token=fuse) for k in keep))
+
