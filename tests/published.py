@@ -69,6 +69,20 @@ PUBLISHED = {
     "swin_s3_small_224": (49.74, 9.43),
     "swin_s3_base_224": (71.13, 13.69),
     # zoo: pvt_v2 / twins
+    # PVTv2 (timm's pvt_v2.py) and Twins (timm's twins.py); fvcore agrees once attention's matmuls are added
+    "pvt_v2_b0": (3.67, 0.57),
+    "pvt_v2_b1": (14.01, 2.12),
+    "pvt_v2_b2": (25.36, 4.05),
+    "pvt_v2_b2_li": (22.55, 3.91),
+    "pvt_v2_b3": (45.24, 6.92),
+    "pvt_v2_b4": (62.56, 10.14),
+    "pvt_v2_b5": (81.96, 11.76),
+    "twins_pcpvt_small": (24.11, 3.83),
+    "twins_pcpvt_base": (43.83, 6.68),
+    "twins_pcpvt_large": (60.99, 9.84),
+    "twins_svt_small": (24.06, 2.94),
+    "twins_svt_base": (56.07, 8.59),
+    "twins_svt_large": (99.27, 15.15),
     # zoo: mlp_mixer (mixer, resmlp, gmlp)
     "mixer_s32_224": (19.1, 1.0),
     "mixer_s16_224": (18.53, 3.79),
