@@ -185,4 +185,32 @@ PUBLISHED = {
     "vit_large_patch16_rope_ape_224": (304.37, 61.6),
     "vit_large_patch16_rope_mixed_224": (304.2, 61.6),
     "vit_large_patch16_rope_mixed_ape_224": (304.4, 61.6),
+    # zoo: t2t_vit
+    # T2T-ViT: yitu-opensource/T2T-ViT models/t2t_vit.py @0f63dc9558f4d192de926504dbddfa1b3f5db6ca, torch
+    # sum(p.numel() for p in model.parameters()) (includes the frozen sinusoid pos_embed and Performer features w)
+    # and fvcore GMACs at 224 (its einsum counts are rounded to 4 digits: +7e-6 GMACs on the Performer models);
+    # the README's MACs agree to its one decimal except T2T-ViT-7 (1.1) and -24 (13.8), counted with another tool
+    "t2t_vit_7": (4.31, 1.16),
+    "t2t_vit_10": (5.89, 1.53),
+    "t2t_vit_12": (6.94, 1.77),
+    "t2t_vit_14": (21.55, 4.8),
+    "t2t_vit_19": (39.18, 8.5),
+    "t2t_vit_24": (64.11, 13.69),
+    "t2t_vit_t_14": (21.54, 6.11),
+    "t2t_vit_t_19": (39.17, 9.81),
+    "t2t_vit_t_24": (64.1, 15.0),
+    "t2t_vit_14_resnext": (21.55, 4.8),
+    "t2t_vit_14_wide": (25.16, 5.24),
+    # zoo: gfnet
+    # GFNet: raoyongming/GFNet gfnet.py (+ main_gfnet.py's variants) @2de48b626ea805de82a7f389fed930af1ae0340d, torch
+    # sum(p.numel()) and fvcore GMACs at 224 (fvcore skips the FFTs and the complex filter product, which the
+    # paper's FLOPs include: README Ti 1.3, XS 2.8 (paper 2.9), S 4.5, B 7.9, H-Ti 2.0, H-S 4.5, H-B 8.4 GFLOPs; the
+    # GFNet-H values are below fvcore's, which the FFTs cannot explain)
+    "gfnet_ti_224": (7.51, 1.28),
+    "gfnet_xs_224": (15.99, 2.84),
+    "gfnet_s_224": (24.87, 4.47),
+    "gfnet_b_224": (43.12, 7.91),
+    "gfnet_h_ti_224": (15.09, 2.05),
+    "gfnet_h_s_224": (32.16, 4.6),
+    "gfnet_h_b_224": (53.74, 8.55),
 }

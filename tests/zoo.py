@@ -20,6 +20,7 @@ SIZE_FIELDS = {"embed_dim", "depth", "num_heads", "mlp_ratio", "num_classes",
                "layers", "stem_hidden_dim",  # VOLO (and embed_dims)
                "inner_dim", "num_heads_inner", "num_heads_outer",  # TNT
                "mlp_ratios", "sr_ratios",  # PVTv2 / Twins (and embed_dims)
+               "token_dim",  # T2T-ViT (tokens_type is a code path)
                # zoo: family size fields
                }
 
@@ -76,6 +77,12 @@ SMALL = {
     # Twins: 32 px and two blocks per stage (SVT's LSA, padded from 8x8 to 14x14, and GSA; the PEG after the first)
     "PyramidVisionTransformerV2": lambda m: m.clone(img_size=32, depths=(1,) * len(m.depths)),
     "Twins": lambda m: m.clone(img_size=32, depths=tuple(min(d, 2) for d in m.depths)),
+    # T2T-ViT: 32 px (a 2x2 token grid after the 4 x 2 x 2 soft splits) and one scanned block (all alike)
+    "T2TViT": lambda m: m.clone(img_size=32, depth=1, scan=True),
+    # GFNet: a 2x2 patch grid (the filters are sized by it) and one block; GFNet-H: 32 px (stage grids 8 ... 1)
+    # and one block per stage
+    "GFNet": lambda m: m.clone(img_size=2 * m.patch_size, depth=1),
+    "GFNetPyramid": lambda m: m.clone(img_size=32, depths=(1,) * len(m.depths)),
     # zoo: family small variants
 }
 

@@ -8,8 +8,10 @@ import optax
 
 OPTIMIZERS = ("adamw", "sgd", "lamb")
 SCHEDULES = ("cosine", "linear", "step", "constant")
-# no weight decay on norms, biases, position embeddings (RoPE-Mixed's `freqs` too) and prefix tokens (DeiT / timm)
-NO_DECAY = ("bias", "scale", "pos_embed", "cls_token", "dist_token", "reg_token", "gamma", "freqs")
+# no weight decay on norms, biases, position embeddings (RoPE-Mixed's `freqs` too) and prefix tokens (DeiT / timm),
+# nor on frozen parameters (T2T's Performer `random_features`), which decoupled decay would otherwise shrink
+NO_DECAY = ("bias", "scale", "pos_embed", "cls_token", "dist_token", "reg_token", "gamma", "freqs",
+            "random_features")
 
 
 def schedule(cfg, total_steps: int):
