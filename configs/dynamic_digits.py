@@ -12,8 +12,10 @@ ToMe merges 2 tokens per block (16 -> 8 by the last block); EViT keeps 0.7 of th
 over a third of it, snapped to 4 levels: 5 compiled steps); DynamicViT (rho 0.7 at blocks 1, 2) starts from `init=` (a `kind=none` run), which is also its
 unpruned teacher, with its official loss and the backbone at 0.01 x the predictors' learning rate.
 `kind=exits` is depth adaptation instead: internal classifiers after blocks 1 and 2 (of 4), trained jointly
-with the final head, and distilled from it with `exit_distill=` (weight; temperature 1).
-Arguments: kind, init, steps, exit_distill, runlocal.
+with the final head, and distilled from it with `exit_distill=` (weight; temperature 1); `exit_head=lgvit` puts
+LGViT's local perception and global aggregation heads there instead of linear ones, and `exit_weights=depth`
+weighs each head's loss by the blocks it ran (LGViT's first stage).
+Arguments: kind, init, steps, exit_distill, exit_head, exit_weights, runlocal.
 """
 
 from configs import common
@@ -25,14 +27,19 @@ REDUCTIONS = {"none": None, "tome": dict(kind="tome", r=2),
 
 
 def get_config(arg=None):
-  arg = common.parse_arg(arg, kind="tome", init="", steps=1500, exit_distill=0.0, runlocal=False)
+  arg = common.parse_arg(arg, kind="tome", init="", steps=1500, exit_distill=0.0, exit_head="linear",
+                         exit_weights="equal", runlocal=False)
   if arg.kind not in tuple(REDUCTIONS) + ("exits",):
     raise ValueError(f"config argument kind={arg.kind!r}; accepted: {tuple(REDUCTIONS) + ('exits',)}")
   c = default.get_config()
   c.model.overrides.update(class_token=True, global_pool="token", reduction=REDUCTIONS.get(arg.kind))
   if arg.kind == "exits":
-    c.model.overrides.exits = dict(blocks=(1, 2))
+    if arg.exit_weights not in ("equal", "depth"):
+      raise ValueError(f"config argument exit_weights={arg.exit_weights!r}; accepted: ('equal', 'depth')")
+    c.model.overrides.exits = dict(blocks=(1, 2), head=arg.exit_head)
     c.exit_loss = dict(distill_weight=arg.exit_distill, temperature=1.0)
+    if arg.exit_weights == "depth":
+      c.exit_loss.weights = "depth"
   c.total_steps = arg.steps
   c.optimizer.warmup_steps = max(arg.steps // 15, 1)
   c.log_every, c.eval_every, c.checkpoint_every = 100, arg.steps, arg.steps

@@ -18,9 +18,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxvit import layers
+from jaxvit.dynamic import exit_heads
 
 RULES = ("entropy", "confidence", "patience")
-HEADS = ("linear",)
+HEADS = ("linear", "lgvit")  # `exits` head: one kind for every exit, "lgvit" (LGViT's placement), or one per exit
+HEAD_KINDS = ("linear", "local", "local_1x1", "global_r<k>")  # per exit: the final head's twin, or LGViT's heads
 
 
 class ExitHead(nn.Module):
@@ -34,7 +36,7 @@ class ExitHead(nn.Module):
   param_dtype: jnp.dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, tokens):
+  def __call__(self, tokens, **unused):
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     norm = layers.layer_norm(name="norm", **kw)
     x = tokens if self.fc_norm else norm(tokens)
@@ -44,8 +46,11 @@ class ExitHead(nn.Module):
                         **kw)(pooled)
 
 
-def check_exits(exits: dict, depth: int, owner: str = "VisionTransformer") -> tuple[tuple[int, ...], str]:
-  """`(blocks, head)` from an `exits` dict, or a ValueError naming the key."""
+def check_exits(exits: dict, depth: int, owner: str = "VisionTransformer") -> tuple[tuple[int, ...], tuple[str, ...]]:
+  """`(blocks, kinds)` from an `exits` dict (one head kind per exit), or a ValueError naming the key.
+
+  `head`: "linear" (default, the final head's twin), "lgvit" (LGViT's official kinds for 2, 4, 6 or 8 exits,
+  `exit_heads.LGVIT_KINDS`), any one of HEAD_KINDS for every exit, or a sequence of them, one per exit."""
   unknown = sorted(set(exits) - {"blocks", "head"})
   blocks = tuple(exits.get("blocks", ()))
   if unknown or not blocks:
@@ -54,33 +59,66 @@ def check_exits(exits: dict, depth: int, owner: str = "VisionTransformer") -> tu
     raise ValueError(f"{owner}: exits blocks={blocks}; accepted: increasing blocks 0..{depth - 2} (the last block "
                      f"feeds the final head)")
   head = exits.get("head", "linear")
-  if head not in HEADS:
-    raise ValueError(f"{owner}: exits head={head!r}; accepted: {HEADS}")
-  return blocks, head
+  if head == "lgvit":
+    if len(blocks) not in exit_heads.LGVIT_KINDS:
+      raise ValueError(f"{owner}: exits head='lgvit' with {len(blocks)} exits; accepted: "
+                       f"{sorted(exit_heads.LGVIT_KINDS)} exits (LGViT's placements)")
+    return blocks, exit_heads.LGVIT_KINDS[len(blocks)]
+  kinds = (head,) * len(blocks) if isinstance(head, str) else tuple(head)
+  if len(kinds) != len(blocks) or not all(isinstance(k, str) and _is_kind(k) for k in kinds):
+    raise ValueError(f"{owner}: exits head={head!r}; accepted: {HEADS}, one of {HEAD_KINDS} or a sequence of them "
+                     f"with one entry per exit ({len(blocks)})")
+  return blocks, kinds
+
+
+def _is_kind(kind: str) -> bool:
+  rest = kind[len("global_r"):]
+  return kind in ("linear", "local", "local_1x1") or (kind.startswith("global_r") and rest.isdigit() and int(rest) > 0)
+
+
+def exit_head(kind: str, model, name: str | None = None) -> nn.Module:
+  """One exit's head for `model` (a ViT): the final head's twin for "linear", else LGViT's local perception /
+  global aggregation head on the patch grid (`exit_heads`). Call it with `head_inputs(model, train)`."""
+  kw = dict(dtype=model.dtype, param_dtype=model.param_dtype, name=name)
+  if kind == "linear":
+    fc_norm = model.global_pool != "token" if model.fc_norm is None else model.fc_norm
+    return ExitHead(model.num_classes, model.global_pool, model.num_prefix_tokens, fc_norm, **kw)
+  return exit_heads.exit_head(kind, model.num_classes, class_token=model.class_token, dist_token=model.dist_token,
+                              **kw)
+
+
+def head_inputs(model, train: bool = False) -> dict:
+  """The keyword arguments every exit head takes besides the tokens."""
+  return dict(grid=model.grid, num_prefix_tokens=model.num_prefix_tokens, train=train)
 
 
 def exit_costs(model) -> tuple[list[float], list[int]]:
   """`(macs, depths)` per exit then the final head: the MACs an example leaving there spent (its blocks, the head
-  of every exit it passed, its own) and the blocks it ran. An exit head is the final head's twin, so leaving after
-  block b costs the model cut after block b plus the earlier exits' heads."""
+  of every exit it passed, its own) and the blocks it ran. The stage ending at exit i (`span=(0, b_i + 1)`) runs
+  blocks 0..b_i and that exit's head; the heads of the earlier exits are counted on their own."""
   from jaxvit.bench.flops import count_macs
   from jaxvit.utils import init_variables, input_shape
-  blocks, _ = check_exits(model.exits, model.depth)
+  blocks, kinds = check_exits(model.exits, model.depth)
+  model = model.clone(scan=False)
   images = jax.ShapeDtypeStruct((1,) + input_shape(model)[1:], jnp.float32)
+  variables = jax.eval_shape(lambda: init_variables(model))
+  _, out = jax.eval_shape(lambda v, x: model.apply(v, x), variables, images)
+  heads = []
+  for b, kind in zip(blocks, kinds):
+    head, tokens = exit_head(kind, model), jax.ShapeDtypeStruct(out[f"block{b}"].shape, jnp.float32)
+    head_variables = jax.eval_shape(lambda x: head.init(jax.random.key(0), x, **head_inputs(model)), tokens)
+    heads.append(count_macs(head, head_variables, tokens, **head_inputs(model))["total"])
+  stages = [count_macs(model, variables, images, span=(0, b + 1))["total"] for b in blocks]
+  macs = [stage + sum(heads[:i]) for i, stage in enumerate(stages)] + [count_macs(model, variables, images)["total"]]
+  return macs, [b + 1 for b in blocks] + [model.depth]
 
-  def cut_macs(depth):
-    cut = model.clone(depth=depth, exits=None, scan=False)
-    return count_macs(cut, jax.eval_shape(lambda: init_variables(cut)), images)["total"]
-  full = model.clone(scan=False)
-  _, out = jax.eval_shape(lambda v, x: full.apply(v, x), jax.eval_shape(lambda: init_variables(full)), images)
-  head_macs = []
-  for b in blocks:
-    head = ExitHead(model.num_classes, model.global_pool, model.num_prefix_tokens, model.global_pool != "token")
-    tokens = jax.ShapeDtypeStruct(out[f"block{b}"].shape, jnp.float32)
-    head_variables = jax.eval_shape(lambda x: head.init(jax.random.key(0), x), tokens)
-    head_macs.append(count_macs(head, head_variables, tokens)["total"])
-  stops = blocks + (model.depth - 1,)
-  return [cut_macs(b + 1) + sum(head_macs[:i]) for i, b in enumerate(stops)], [b + 1 for b in stops]
+
+def depth_weights(model) -> list[float]:
+  """Loss weights proportional to the blocks each exit (then the final head) has run, summing to 1: the
+  "weighted" multi-exit loss of DeeBERT / LGViT's first training stage (official `train_strategy='weighted'`)."""
+  blocks, _ = check_exits(model.exits, model.depth)
+  depths = [b + 1 for b in blocks] + [model.depth]
+  return [d / sum(depths) for d in depths]
 
 
 def exit_keys(out: dict) -> list[str]:

@@ -224,7 +224,9 @@ class VisionTransformer(nn.Module):
     if self.exits:
       if self.num_classes == 0:
         bad("exits", self.exits, "None when num_classes=0 (an exit is a classifier)")
-      exits.check_exits(self.exits, self.depth)
+      _, kinds = exits.check_exits(self.exits, self.depth)
+      if self.reduction and set(kinds) != {"linear"}:
+        bad("exits", self.exits, "linear heads with a token reduction (LGViT's heads read the full patch grid)")
     if rope and self.reduction:
       bad("reduction", self.reduction, "None with a rotary pos_embed (reduced tokens lose their grid positions)")
     if rope and (self.embed_dim // self.num_heads) % 4:
@@ -307,9 +309,8 @@ class VisionTransformer(nn.Module):
     fc_norm = self.global_pool != "token" if self.fc_norm is None else self.fc_norm
     if hi < self.depth:  # a stage of the staged early-exit path ends at the exit after block hi - 1
       out["tokens"] = x
-      head = exits.ExitHead(self.num_classes, self.global_pool, self.num_prefix_tokens, fc_norm,
-                            name=f"exit_{hi - 1}", **kw)
-      return head(x), out
+      kind = dict(zip(*exits.check_exits(self.exits, self.depth)))[hi - 1]
+      return exits.exit_head(kind, self, name=f"exit_{hi - 1}")(x, **exits.head_inputs(self, train)), out
     norm = layers.layer_norm(name="fc_norm" if fc_norm else "norm", **kw)
     x = x if fc_norm else norm(x)
     out["encoded"] = x
@@ -318,9 +319,9 @@ class VisionTransformer(nn.Module):
     out["pre_logits"] = pooled
     if self.num_classes == 0:
       return pooled, out
-    for b in exits.check_exits(self.exits, self.depth)[0] if self.exits and not span else ():
-      out[f"exit_logits{b}"] = exits.ExitHead(self.num_classes, self.global_pool, self.num_prefix_tokens, fc_norm,
-                                              name=f"exit_{b}", **kw)(out[f"block{b}"])
+    for b, kind in zip(*exits.check_exits(self.exits, self.depth)) if self.exits and not span else ():
+      out[f"exit_logits{b}"] = exits.exit_head(kind, self, name=f"exit_{b}")(out[f"block{b}"],
+                                                                            **exits.head_inputs(self, train))
 
     def head(name, features):
       features = nn.Dropout(self.drop_rate)(features, deterministic=not train)

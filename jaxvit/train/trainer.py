@@ -100,7 +100,8 @@ class Run(NamedTuple):
 
 def base_loss(config, model):
   """Cross-entropy with label smoothing; for a multi-exit model, summed over its exits and final head
-  (`config.exit_loss`: weights, distill_weight, temperature; jaxvit.dynamic.exits)."""
+  (`config.exit_loss`: weights — one per exit then the final head, or "depth" —, distill_weight, temperature;
+  jaxvit.dynamic.exits)."""
   loss = step_lib.classification_loss(config.get("label_smoothing", 0.0))
   exit_loss = dict(config.get("exit_loss") or {})
   if not getattr(model, "exits", None):
@@ -110,6 +111,8 @@ def base_loss(config, model):
   unknown = sorted(set(exit_loss) - {"weights", "distill_weight", "temperature"})
   if unknown:
     raise ValueError(f"config.exit_loss keys {unknown}; accepted: weights, distill_weight, temperature")
+  if exit_loss.get("weights") == "depth":
+    exit_loss["weights"] = exits.depth_weights(model)
   return exits.multi_exit_loss(loss, **exit_loss)
 
 

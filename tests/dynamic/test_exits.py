@@ -77,7 +77,11 @@ def test_multi_exit_loss_weights_every_head_and_distills_from_the_final_one():
 
 @pytest.mark.parametrize("overrides,match", [
     (dict(exits=dict(blocks=(3, 11))), "exits blocks=\\(3, 11\\); accepted: increasing blocks 0..10"),
-    (dict(exits=dict(blocks=(3,), head="lgvit")), "exits head='lgvit'; accepted: \\('linear',\\)"),
+    (dict(exits=dict(blocks=(3,), head="lgvit")), "exits head='lgvit' with 1 exits; accepted: \\[2, 4, 6, 8\\]"),
+    (dict(exits=dict(blocks=(3, 5), head=("local",))), "exits head=\\('local',\\); accepted: .* one entry per exit"),
+    (dict(exits=dict(blocks=(3,), head="global_r0")), "exits head='global_r0'; accepted: \\('linear', 'lgvit'\\)"),
+    (dict(exits=dict(blocks=(3,), head="local"), reduction=dict(kind="tome", r=4)),
+     "exits=.*; accepted: linear heads with a token reduction"),
     (dict(exits=dict(at=(3,))), "exits=\\{'at': \\(3,\\)\\}; accepted: dict\\(blocks="),
     (dict(exits=dict(blocks=(3,)), num_classes=0), "exits=.*; accepted: None when num_classes=0"),
 ])
@@ -86,13 +90,17 @@ def test_bad_exits_are_one_clear_error(overrides, match):
     jaxvit.create_model("deit_small_patch16_224", **overrides)
 
 
-@pytest.mark.parametrize("rule,threshold", [("confidence", 0.9), ("entropy", 0.3), ("patience", 2)])
-def test_staged_path_runs_only_the_survivors_and_agrees_with_the_full_pass(rule, threshold):
+@pytest.mark.parametrize("rule,threshold,head", [("confidence", 0.9, "linear"), ("entropy", 0.3, "linear"),
+                                                 ("patience", 2, "linear"),
+                                                 ("confidence", 0.9, ("local", "local_1x1", "global_r2"))])
+def test_staged_path_runs_only_the_survivors_and_agrees_with_the_full_pass(rule, threshold, head):
   model = jaxvit.create_model("deit_tiny_patch16_224", img_size=32, depth=4, num_classes=5,
-                              exits=dict(blocks=(0, 1, 2)))
+                              exits=dict(blocks=(0, 1, 2), head=head))
   x = jax.random.normal(jax.random.key(0), (16, 32, 32, 3))
   variables = model.init(jax.random.key(1), x)
-  variables = jax.tree.map(lambda p: p + 0.3 * jax.random.normal(jax.random.key(2), p.shape), variables)
+  noise = 0.3 if head == "linear" else 0.05  # LGViT's heads sum unnormalised patch features: smaller noise
+  variables["params"] = jax.tree.map(lambda p: p + noise * jax.random.normal(jax.random.key(2), p.shape),
+                                     variables["params"])
   logits, out = model.apply(variables, x)
   expected = exits.exit_index([out[f"exit_logits{b}"] for b in (0, 1, 2)], logits, rule, threshold)
   all_preds = [np.asarray(out[f"exit_logits{b}"]).argmax(-1) for b in (0, 1, 2)] + [np.asarray(logits).argmax(-1)]
@@ -102,3 +110,30 @@ def test_staged_path_runs_only_the_survivors_and_agrees_with_the_full_pass(rule,
   np.testing.assert_array_equal(preds, np.choose(expected, all_preds))
   assert len(np.unique(expected)) >= 2  # examples left at different exits: the survivors shrank on the way
   assert len(staged.compiled) <= 4 * 3 and {size for _, size in staged.compiled} <= {4, 8, 16}
+
+
+def test_lgvit_heads_on_the_exits_train_their_batch_norms_and_cost_what_they_run():
+  model = jaxvit.create_model("deit_tiny_patch16_224", img_size=64, depth=6, num_classes=5,
+                              exits=dict(blocks=(0, 1, 2, 3), head="lgvit"))
+  assert exits.check_exits(model.exits, model.depth)[1] == ("local", "local_1x1", "global_r2", "global_r3")
+  x = jax.random.normal(jax.random.key(0), (4, 64, 64, 3))
+  variables = model.init(jax.random.key(1), x)
+  assert set(variables["batch_stats"]) == {"exit_0", "exit_1"}  # the local perception heads' BatchNorms
+  assert "proj" in variables["params"]["exit_0"] and "proj" not in variables["params"]["exit_1"]  # 3x3 depthwise
+  assert "attn" in variables["params"]["exit_2"]
+  (logits, out), updates = model.apply(variables, x, train=True, mutable=["batch_stats"])
+  assert all(out[f"exit_logits{b}"].shape == (4, 5) for b in range(4))
+  moved = jax.tree.map(lambda a, b: bool(np.any(np.asarray(a) != np.asarray(b))), updates["batch_stats"],
+                       variables["batch_stats"])
+  assert all(jax.tree.leaves(moved))
+  macs, depths = exits.exit_costs(model)
+  linear = exits.exit_costs(model.clone(exits=dict(blocks=(0, 1, 2, 3))))[0]
+  assert depths == [1, 2, 3, 4, 6] and macs == sorted(macs)
+  assert all(m > l for m, l in zip(macs, linear))  # LGViT's heads cost more than a LayerNorm + linear layer
+  c, n = 192, 16  # width and patch tokens: the first exit pays its local head's two 1x1 convs at least
+  assert macs[0] - linear[0] > 2 * n * c * c - 5 * 17 * c
+
+
+def test_depth_weights_follow_the_blocks_each_head_ran():
+  model = jaxvit.create_model("deit_tiny_patch16_224", depth=12, exits=dict(blocks=(3, 7)))
+  np.testing.assert_allclose(exits.depth_weights(model), np.array([4, 8, 12]) / 24)
