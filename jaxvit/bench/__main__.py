@@ -23,7 +23,7 @@ def main(argv=None):
   p.add_argument("--batch", type=int, default=32)
   p.add_argument("--img-size", type=int, help="input size (default: each model's own)")
   p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
-  p.add_argument("--compare", choices=("timm",), help="also time timm (PyTorch) on the same input")
+  p.add_argument("--compare", choices=("timm",), help="also time timm (PyTorch) on the same input (models timm has)")
   p.add_argument("--runs", type=int, default=5, help="timed runs per measurement (median is reported)")
   p.add_argument("--peak-gflops", type=float, help="the machine's float32 peak (default: nominal from /proc/cpuinfo)")
   p.add_argument("--reduction", help="also measure each model with these token reductions, e.g. tome:r=13,tome:r=8")

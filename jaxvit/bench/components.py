@@ -11,8 +11,8 @@ import os
 
 from jaxvit.bench.report import plot_speed
 from jaxvit.bench.run import benchmark, format_table
-from jaxvit.layers.rope import ROPES
 from jaxvit.layers.token_mixer import MIXERS
+from jaxvit.models.vit import POS_EMBEDS
 
 _TIMM = "timm results-imagenet.csv"
 # name -> (top-1 %, source): timm's evaluation of the released ImageNet-1k weights (`results/results-imagenet.csv`
@@ -46,6 +46,12 @@ PUBLISHED_TOP1 = {
     "maxvit_tiny_tf_224": (83.426, f"{_TIMM} (in1k)"),
     "swiftformer_xs": (75.600, f"{_TIMM} (dist_in1k)"),
     "swiftformer_s": (78.462, f"{_TIMM} (dist_in1k)"),
+    # models timm lacks: the official README's ImageNet-1k top-1 (measured without a timm comparison)
+    "t2t_vit_7": (71.7, "yitu-opensource/T2T-ViT README"),
+    "t2t_vit_14": (81.5, "yitu-opensource/T2T-ViT README"),
+    "gfnet_ti_224": (74.6, "raoyongming/GFNet README"),
+    "gfnet_xs_224": (78.6, "raoyongming/GFNet README"),
+    "gfnet_s_224": (80.0, "raoyongming/GFNet README"),
 }
 COMPONENT_COLUMNS = (("model", "model", "{}"), ("img_size", "res", "{}"), ("params_m", "params (M)", "{:.2f}"),
                      ("gmacs", "GMACs", "{:.2f}"), ("images_per_s", "img/s", "{:.1f}"),
@@ -60,8 +66,7 @@ BACKBONE = dict(class_token=False, global_pool="avg")  # DeiT-S width, depth, he
 def scaling_variants(sizes=(224, 448), **backbone) -> dict:
   """`{label: ("vit_small_patch16_224", overrides)}`: every mixer (learned position embedding), and attention
   with every other position encoding, at each size (`backbone`: more overrides, e.g. a smaller depth)."""
-  options = [(m, "learn") for m in MIXERS] + [("attention", p) for p in ("sincos", "none")] + \
-            [("attention", f"rope_{kind}") for kind in ROPES]
+  options = [(m, "learn") for m in MIXERS] + [("attention", p) for p in POS_EMBEDS if p != "learn"]
   return {f"{mixer} / {pos} @{size}": ("vit_small_patch16_224", dict(BACKBONE, **backbone, mixer=mixer, pos_embed=pos,
                                                                      img_size=size))
           for size in sizes for mixer, pos in options}
@@ -120,7 +125,8 @@ def run_components_report(path: str = "docs/components.md", *, batch=16, scaling
   r0 = rows[0]
   text = (f"# Efficient components: speed on this machine\n\nMeasured by `{command}` ({r0['backend']}, "
           f"{r0['devices']} devices, float32, matmul {r0['matmul_gflops']:.0f} GFLOP/s); images/s at batch "
-          f"{r0['batch']}, median of {runs} timed runs; timm (PyTorch) on the same input and threads.\n\n"
+          f"{r0['batch']}, median of {runs} timed runs; timm (PyTorch) on the same input and threads for the "
+          f"models timm has.\n\n"
           f"{format_table(rows, COMPONENT_COLUMNS)}\n\n![images/s against GMACs](components.png)\n\n"
           f"Slower than timm here: {', '.join(slower) if slower else 'none'}.\n\n"
           + (f"Not in jaxvit yet: {', '.join(missing)}.\n\n" if missing else "") +

@@ -42,6 +42,12 @@ def memory_bytes(compiled) -> dict:
   return dict(peak=args + out + temp - mem.alias_size_in_bytes, arguments=args, temp=temp)
 
 
+def timm_has(name: str) -> bool:
+  """Whether timm registers `name` (models timm lacks are measured without a comparison)."""
+  import timm
+  return timm.is_model(name)
+
+
 def timm_images_per_second(name: str, batch: int, img_size: int, runs: int = 5, threads: int = 0) -> float:
   """timm's eval-mode images/s on the same input shape (random weights, float32, NCHW)."""
   import timm

@@ -112,7 +112,7 @@ def benchmark(patterns, *, batch=32, img_size=None, dtype="float32", compare=Non
       row["reduction"], row["speedup"] = label, ips / unreduced[name]
     else:
       unreduced[name] = ips
-    if compare == "timm" and not label:
+    if compare == "timm" and not label and measure.timm_has(name):
       log(f"    timm (PyTorch, float32) on the same input")
       row["timm_images_per_s"] = measure.timm_images_per_second(name, batch, shape[1], runs)
       row["vs_timm"] = ips / row["timm_images_per_s"]
@@ -146,7 +146,7 @@ def benchmark_train(patterns, *, batch=16, img_size=None, dtype="float32", compa
     row = dict(model=name, img_size=size, batch=batch, devices=jax.local_device_count(), dtype=dtype,
                steps_per_s=steps, images_per_s=steps * batch,
                mfu_matmul=3 * 2 * macs * steps * batch / matmul)  # backward ~ 2x forward
-    if compare == "timm":
+    if compare == "timm" and measure.timm_has(name):
       log("    timm (PyTorch, float32, torch.optim.AdamW) on the same shapes")
       row["timm_steps_per_s"] = train.timm_steps_per_second(name, batch, size, runs)
       row["vs_timm"] = steps / row["timm_steps_per_s"]
