@@ -4,7 +4,8 @@ average pooling); only the token mixer and the position encoding change.
 
   python -m jaxvit.main --config=configs/ablation_components.py:mixer=pooling,pos_embed=none --workdir=runs/abl
   python -m jaxvit.sweep configs/ablation_components.py \
-      --grid mixer=attention,mlp,linear,pooling,additive pos_embed=learn,sincos,rope_axial,none
+      --grid mixer=attention,mlp,linear,pooling,additive,performer,linformer,posgu \
+      pos_embed=learn,sincos,rope_axial,none
 
 Arguments: mixer (jaxvit/layers/token_mixer.py MIXERS), pos_embed (jaxvit/models/vit.py POS_EMBEDS, '+'-joined,
 e.g. learn+rope_mixed; RoPE needs mixer=attention), steps, runlocal.

@@ -40,11 +40,7 @@ class Attention(nn.Module):
       raise ValueError(f"embed dim {dim} is not divisible by num_heads={self.num_heads}")
     head_dim = dim // self.num_heads
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-    qkv = Projection((3, self.num_heads, head_dim), ("embed", None, "heads", "kv"), use_bias=self.qkv_bias,
-                     name="qkv", **kw)(x)  # [B, N, 3, H, d]
-    # 3 x [B, H, N, d]: head-major, the layout CPU dots run fastest. `lax.split`'s gradient is one
-    # concatenate; indexing would pad each of dq, dk, dv to the full shape and add them.
-    q, k, v = (t[0] for t in jax.lax.split(qkv.transpose(2, 0, 3, 1, 4), (1, 1, 1), axis=0))
+    q, k, v = qkv_heads(x, self.num_heads, self.qkv_bias, **kw)
     if rope is not None:
       q, k = apply_rope(q, *rope), apply_rope(k, *rope)
 
@@ -71,8 +67,23 @@ class Attention(nn.Module):
       y = jnp.einsum("bhqk,bhkd->bhqd", weights.astype(self.dtype), v)
       y = y / weights.sum(axis=-1, keepdims=True).astype(self.dtype)
 
-    y = Projection((dim,), ("heads", "kv", "embed"), axis=(1, 3), name="proj", **kw)(y)  # [B, H, N, d] -> [B, N, D]
+    y = merge_heads(y, dim, **kw)
     return nn.Dropout(self.proj_drop_rate)(y, deterministic=not train), aux
+
+
+def qkv_heads(x, num_heads: int, qkv_bias: bool = True, **kw):
+  """3 x `[B, H, N, d]` from timm's fused `qkv` projection (kernel `[embed, 3, heads, head_dim]`), created in the
+  calling module. Head-major, the layout CPU dots run fastest; `lax.split`'s gradient is one concatenate
+  (indexing would pad each of dq, dk, dv to the full shape and add them)."""
+  head_dim = x.shape[-1] // num_heads
+  qkv = Projection((3, num_heads, head_dim), ("embed", None, "heads", "kv"), use_bias=qkv_bias, name="qkv",
+                   **kw)(x)  # [B, N, 3, H, d]
+  return tuple(t[0] for t in jax.lax.split(qkv.transpose(2, 0, 3, 1, 4), (1, 1, 1), axis=0))
+
+
+def merge_heads(y, dim: int, **kw):
+  """`[B, H, N, d] -> [B, N, dim]` through timm's head-merging `proj` (kernel `[heads, head_dim, embed]`)."""
+  return Projection((dim,), ("heads", "kv", "embed"), axis=(1, 3), name="proj", **kw)(y)
 
 
 def _softmax_with_policy(logits, policy, eps: float = 1e-6):

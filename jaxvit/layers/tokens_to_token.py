@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxvit.layers.init import dense, layer_norm, with_axes
+from jaxvit.layers.linear_attention import favor_attention, positive_features
 from jaxvit.layers.mlp import Mlp
 
 NORM_EPS = 1e-5  # torch's nn.LayerNorm default, which T2T-ViT uses
@@ -69,10 +70,11 @@ class TokenPerformer(nn.Module):
 
   softmax(q k^T) v is approximated by phi(q) (phi(k)^T v) / (phi(q) sum_t phi(k_t) + 1e-8), linear in the
   token count, with phi(x) = exp(w x - |x|^2 / 2) / sqrt(m), m = `kernel_ratio` * `in_dim` random features
-  (no 1/sqrt(d) scaling, as in the official code). The features `random_features` (official `w`, `[m, in_dim]`) (orthogonal rows times
-  sqrt(m)) are drawn once at init from the `params` rng and never trained: they live in `params` (so the
-  parameter count and checkpoints match the official `nn.Parameter(requires_grad=False)`), and the forward
-  pass stops their gradient. phi is computed in float32. The official dropouts are fixed at 0.1 (`drop_rate`).
+  (`jaxvit.layers.linear_attention`; no 1/sqrt(d) scaling and no stabiliser, as in the official code). The
+  features `random_features` (official `w`, `[m, in_dim]`: orthogonal rows times sqrt(m)) are drawn once at init
+  from the `params` rng and never trained: they live in `params` (so the parameter count matches the official
+  `nn.Parameter(requires_grad=False)`), and the forward pass stops their gradient. The official dropouts are
+  fixed at 0.1 (`drop_rate`).
   """
   in_dim: int
   kernel_ratio: float = 0.5
@@ -87,19 +89,11 @@ class TokenPerformer(nn.Module):
     emb, m = self.in_dim, int(self.in_dim * self.kernel_ratio)
     w_init = lambda key, shape, dtype: nn.initializers.orthogonal()(key, shape, jnp.float32).astype(dtype) \
         * jnp.asarray(math.sqrt(shape[0]), dtype)
-    w = jax.lax.stop_gradient(self.param("random_features", with_axes(w_init, (None, "embed")), (m, emb), self.param_dtype))
-    w = w.astype(jnp.float32)
-
-    def prm_exp(t):  # [B, T, emb] -> [B, T, m]: positive random features
-      t = t.astype(jnp.float32)
-      return jnp.exp(jnp.einsum("btd,md->btm", t, w) - 0.5 * jnp.sum(t * t, axis=-1, keepdims=True)) / math.sqrt(m)
-
+    w = jax.lax.stop_gradient(self.param("random_features", with_axes(w_init, (None, "embed")), (m, emb),
+                                         self.param_dtype))
     x = layer_norm(NORM_EPS, name="norm1", **kw)(x)
     k, q, v = jnp.split(dense(3 * emb, ("embed", "mlp"), name="kqv", **kw)(x), 3, axis=-1)  # the official order
-    kp, qp = prm_exp(k), prm_exp(q)  # [B, T, m]
-    denom = jnp.einsum("btm,bm->bt", qp, kp.sum(axis=1))[..., None]  # [B, T, 1]
-    kptv = jnp.einsum("btd,btm->bdm", v.astype(jnp.float32), kp)  # [B, emb, m]
-    y = (jnp.einsum("btm,bdm->btd", qp, kptv) / (denom + self.epsilon)).astype(v.dtype)  # [B, T, emb]
+    y = favor_attention(positive_features(q, w), positive_features(k, w), v, self.epsilon).astype(v.dtype)
     y = dense(emb, ("mlp", "embed"), name="proj", **kw)(y)
     x = v + nn.Dropout(self.drop_rate)(y, deterministic=not train)
     y = Mlp(emb, name="mlp", **kw)(layer_norm(NORM_EPS, name="norm2", **kw)(x), train=train)

@@ -60,7 +60,7 @@ class Block(nn.Module):
     if self.mixer == "attention":
       y, aux = attention(normed, train=self.train, bias=bias, policy=policy, rope=rope)
     else:
-      y, aux = TokenMixer(self.mixer, self.grid, self.proj_drop_rate, name="token_mixer", **kw)(
+      y, aux = TokenMixer(self.mixer, self.grid, self.num_heads, self.proj_drop_rate, name="token_mixer", **kw)(
           normed, train=self.train), {}
     if self.init_values is not None:
       y = layers.LayerScale(self.init_values, self.param_dtype, name="ls1")(y)

@@ -33,10 +33,16 @@ def test_attention_free_mixers_have_the_expected_parameters():
   assert count("linear") - count("pooling") == n * n + n  # ResMLP's cross-patch linear
   assert count("mlp") - count("pooling") == 2 * n * (c // 2) + c // 2 + n  # tokens -> 0.5 C -> tokens
   assert count("additive") - count("pooling") == 3 * (c * c + c) + c + c * c + c  # query, key, proj, w_g, final
+  heads, d = 3, 64
+  assert count("performer") - attention == int(d * np.log(d)) * d  # + the frozen random features
+  assert count("linformer") - attention == 2 * n * 64  # + E and F, [N, k]
+  assert count("posgu") - count("pooling") == (c * 2 * c + 2 * c) + heads * (2 + 4) + n + (c * c + c)
 
 
 @pytest.mark.parametrize("overrides,match", [
-    (dict(mixer="conv"), "mixer='conv'; accepted: \\('attention', 'mlp', 'linear', 'pooling', 'additive'\\)"),
+    (dict(mixer="conv"), "mixer='conv'; accepted: \\('attention', 'mlp', 'linear', 'pooling', 'additive', "
+                         "'performer', 'linformer', 'posgu'\\)"),
+    (dict(mixer="posgu"), "class_token=True; accepted: False, .* for mixer='posgu'"),
     (dict(mixer="pooling"), "class_token=True; accepted: False, .* for mixer='pooling'"),
     (dict(mixer="mlp", pos_embed="rope_axial"), "pos_embed='rope_axial'; accepted: no RoPE with mixer='mlp'"),
     (dict(mixer="additive", reduction=dict(kind="tome", r=2)), "reduction=.*; accepted: off with mixer='additive'"),
