@@ -35,6 +35,15 @@ def register_model(fn=None, *, mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_
   return wrap(fn) if fn is not None else wrap
 
 
+def register_variant(cls, name: str, *, mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD, crop_pct=0.875,
+                     **fields):
+  """Registers `name` as `cls(**fields)`, with its input normalisation and eval crop."""
+  fn = lambda: cls(**fields)
+  fn.__name__ = name
+  fn.__doc__ = f"{name}: {fields}"
+  register_model(fn, mean=mean, std=std, crop_pct=crop_pct)
+
+
 def model_family(name: str) -> str:
   """The family (`jaxvit/models/<family>.py`) that defines registered model `name`."""
   _check_name(name)

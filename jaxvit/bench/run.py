@@ -113,7 +113,7 @@ def benchmark(patterns, *, batch=32, img_size=None, dtype="float32", compare=Non
     else:
       unreduced[name] = ips
     if compare == "timm" and not label and measure.timm_has(name):
-      log(f"    timm (PyTorch, float32) on the same input")
+      log("    timm (PyTorch, float32) on the same input")
       row["timm_images_per_s"] = measure.timm_images_per_second(name, batch, shape[1], runs)
       row["vs_timm"] = ips / row["timm_images_per_s"]
     rows.append(row)

@@ -73,8 +73,14 @@ class ClassifierHead(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool = False):
     pooled = jnp.mean(x, axis=(1, 2))
-    if self.num_classes == 0:
-      return pooled, pooled
-    x = nn.Dropout(self.drop_rate)(pooled, deterministic=not train)
-    return pooled, dense(self.num_classes, ("embed", "classes"), name="fc", kernel_init=zeros, dtype=self.dtype,
-                         param_dtype=self.param_dtype)(x)
+    return pooled, linear_head(pooled, self.num_classes, self.drop_rate, train, name="fc", dtype=self.dtype,
+                               param_dtype=self.param_dtype)
+
+
+def linear_head(pooled, num_classes: int, drop_rate: float, train: bool, name: str = "head", **kw):
+  """Dropout then a zero-initialised linear classifier `name`, created in the calling module; `num_classes=0`
+  returns `pooled` (features only)."""
+  if num_classes == 0:
+    return pooled
+  x = nn.Dropout(drop_rate)(pooled, deterministic=not train)
+  return dense(num_classes, ("embed", "classes"), name=name, kernel_init=zeros, **kw)(x)

@@ -1,7 +1,5 @@
 """Sequence pooling before the classifier: class token (ViT) or global average (GAP, CPVT / MAE)."""
 
-import jax.numpy as jnp
-
 POOLS = ("token", "avg", "max", "avgmax")
 
 

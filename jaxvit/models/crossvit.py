@@ -18,7 +18,6 @@ are its names, the cross-attention fusion's grouped as `fusion_{d}` (see `jaxvit
 from typing import Sequence, Union
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -29,7 +28,7 @@ from jaxvit.layers.init import dense, layer_norm, trunc_normal_02, with_axes, ze
 from jaxvit.layers.mlp import Mlp
 from jaxvit.layers.patch_embed import PatchEmbed
 from jaxvit.layers.resize import interpolate_bicubic
-from jaxvit.registry import register_model
+from jaxvit.registry import register_variant
 from jaxvit.utils import check_rates, config_error
 
 NORM_EPS = 1e-6
@@ -252,10 +251,7 @@ class CrossViT(nn.Module):
 def _register(name, img_size=240, crop_pct=0.875, **arch):
   """Registers `name` as a `CrossViT`; the large-patch branch sees 224 px of a 240 px input, 384 of 408."""
   scale = {240: 224 / 240, 408: 384 / 408}[img_size]
-  fn = lambda: CrossViT(img_size=img_size, img_scale=(1.0, scale), **arch)
-  fn.__name__ = name
-  fn.__doc__ = f"{name}: {arch}"
-  register_model(fn, crop_pct=crop_pct)
+  register_variant(CrossViT, name, crop_pct=crop_pct, img_size=img_size, img_scale=(1.0, scale), **arch)
 
 
 # timm's variants (the paper's CrossViT-Ti/S/B/9/15/18): widths of the S and L branches, L-branch blocks per

@@ -37,7 +37,7 @@ from jaxvit.layers.global_filter import GlobalFilter
 from jaxvit.layers.init import dense, layer_norm, trunc_normal_02, with_axes
 from jaxvit.layers.mlp import Mlp
 from jaxvit.layers.patch_embed import PatchEmbed
-from jaxvit.registry import register_model
+from jaxvit.registry import register_variant
 from jaxvit.utils import check_rates, config_error
 
 
@@ -219,10 +219,7 @@ class GFNetPyramid(nn.Module):
 
 def _register(name, cls, **arch):
   """Registers `name` as `cls(**arch)` at 224 px (crop 0.9, ImageNet mean/std, as the official `_cfg`)."""
-  fn = lambda: cls(**arch)
-  fn.__name__ = name
-  fn.__doc__ = f"{name}: {arch}"
-  register_model(fn, crop_pct=0.9)
+  register_variant(cls, name, crop_pct=0.9, **arch)
 
 
 for size, (dim, depth) in dict(ti=(256, 12), xs=(384, 12), s=(384, 19), b=(512, 19)).items():

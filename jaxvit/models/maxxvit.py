@@ -24,7 +24,7 @@ from jaxvit.layers.conv import ClassifierHead
 from jaxvit.layers.init import dense, layer_norm
 from jaxvit.layers.mbconv import ACTS, PADDINGS, bn, conv
 from jaxvit.models.maxxvit_blocks import BLOCKS, REL_POS
-from jaxvit.registry import IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD, register_model
+from jaxvit.registry import IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD, register_variant
 from jaxvit.utils import check_rates, config_error
 
 
@@ -158,10 +158,8 @@ def _register(name, img_size, crop_pct, mean_std=None, **arch):
   """Registers `name` as a `MaxxVit` at `img_size` with timm's default eval crop and normalisation."""
   if name in _UNSTABLE and not REGISTER_UNSTABLE:
     return
-  fn = lambda: MaxxVit(img_size=img_size, **arch)
-  fn.__name__ = name
-  fn.__doc__ = f"{name}: {arch}"
-  register_model(fn, crop_pct=crop_pct, **(dict(mean=mean_std[0], std=mean_std[1]) if mean_std else {}))
+  norm = dict(mean=mean_std[0], std=mean_std[1]) if mean_std else {}
+  register_variant(MaxxVit, name, crop_pct=crop_pct, img_size=img_size, **norm, **arch)
 
 
 _INCEPTION = (IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD)

@@ -21,7 +21,7 @@ from jaxvit.layers.drop import drop_path
 from jaxvit.layers.init import dense, ones, trunc_normal_02, with_axes, zeros
 from jaxvit.layers.mlp import gelu
 from jaxvit.layers.pooling_mixer import pooling_mixer
-from jaxvit.registry import register_model
+from jaxvit.registry import register_variant
 from jaxvit.utils import check_rates, config_error
 
 TOKEN_MIXERS = ("pooling",)  # later: "sepconv" (ConvFormer), "attention" (CAFormer)
@@ -241,10 +241,7 @@ class MetaFormer(nn.Module):
 
 def _register(name, crop_pct, **arch):
   """Registers `name` as a `MetaFormer` with architecture fields `arch` and timm's default eval crop."""
-  fn = lambda: MetaFormer(**arch)
-  fn.__name__ = name
-  fn.__doc__ = f"{name}: {arch}"
-  register_model(fn, crop_pct=crop_pct)
+  register_variant(MetaFormer, name, crop_pct=crop_pct, **arch)
 
 
 _SIZES = {"s12": ((2, 2, 6, 2), (64, 128, 320, 512)), "s24": ((4, 4, 12, 4), (64, 128, 320, 512)),

@@ -22,7 +22,7 @@ from jaxvit.layers.init import dense, layer_norm, with_axes
 from jaxvit.layers.mixers import Affine, CrossPatchLinear, GatedMlp, TokenMixingMlp
 from jaxvit.layers.mlp import Mlp, gelu
 from jaxvit.layers.patch_embed import PatchEmbed
-from jaxvit.registry import IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD, register_model
+from jaxvit.registry import IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD, register_variant
 from jaxvit.utils import check_rates, config_error
 
 BLOCKS = ("mixer", "resmlp", "gmlp")
@@ -165,10 +165,7 @@ class MlpMixer(nn.Module):
 def _register(name, mean_std=None, **arch):
   """Registers `name` as an `MlpMixer` with architecture fields `arch` (all at 224 px, crop 0.875)."""
   kw = {} if mean_std is None else dict(mean=mean_std[0], std=mean_std[1])
-  fn = lambda: MlpMixer(**arch)
-  fn.__name__ = name
-  fn.__doc__ = f"{name}: {arch}"
-  register_model(fn, crop_pct=0.875, **kw)
+  register_variant(MlpMixer, name, crop_pct=0.875, **kw, **arch)
 
 
 _INCEPTION = (IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD)  # Google's Mixer weights and timm's gMLP use [-1, 1]

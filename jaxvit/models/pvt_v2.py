@@ -18,11 +18,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxvit.layers.conv_mlp import MlpWithDepthwiseConv
+from jaxvit.layers.conv import linear_head
 from jaxvit.layers.drop import drop_path
-from jaxvit.layers.init import dense, layer_norm, zeros
+from jaxvit.layers.init import layer_norm
 from jaxvit.layers.overlap_patch_embed import OverlapPatchEmbed
 from jaxvit.layers.sr_attention import SpatialReductionAttention
-from jaxvit.registry import register_model
+from jaxvit.registry import register_variant
 from jaxvit.utils import check_rates, config_error
 
 
@@ -139,20 +140,13 @@ class PyramidVisionTransformerV2(nn.Module):
                 **kw)(x)
       out[f"stage{i}"] = x
     out["pre_logits"] = pooled = x.mean(axis=(1, 2))
-    if self.num_classes == 0:
-      out["logits"] = pooled
-    else:
-      pooled = nn.Dropout(self.drop_rate)(pooled, deterministic=not train)
-      out["logits"] = dense(self.num_classes, ("embed", "classes"), name="head", kernel_init=zeros, **kw)(pooled)
+    out["logits"] = linear_head(pooled, self.num_classes, self.drop_rate, train, **kw)
     return out["logits"], out
 
 
 def _register(name, **arch):
   """Registers `name` as a `PyramidVisionTransformerV2` with fields `arch` (timm's eval crop 0.9)."""
-  fn = lambda: PyramidVisionTransformerV2(**arch)
-  fn.__name__ = name
-  fn.__doc__ = f"{name}: {arch}"
-  register_model(fn, crop_pct=0.9)
+  register_variant(PyramidVisionTransformerV2, name, crop_pct=0.9, **arch)
 
 
 _WIDE = dict(embed_dims=(64, 128, 320, 512), num_heads=(1, 2, 5, 8))

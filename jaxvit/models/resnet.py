@@ -16,7 +16,7 @@ import numpy as np
 
 from jaxvit import layers
 from jaxvit.layers import ClassifierHead, ConvBN, avg_pool_ceil, batch_norm, conv2d
-from jaxvit.registry import register_model
+from jaxvit.registry import register_variant
 from jaxvit.utils import check_rates, config_error
 
 BLOCKS = ("basic", "bottleneck")
@@ -134,10 +134,7 @@ class ResNet(nn.Module):
 
 def _register(name, crop_pct=0.875, img_size=224, **arch):
   """Registers `name` as a `ResNet` with architecture fields `arch` and timm's default eval crop."""
-  fn = lambda: ResNet(img_size=img_size, **arch)
-  fn.__name__ = name
-  fn.__doc__ = f"{name}: {arch}"
-  register_model(fn, crop_pct=crop_pct)
+  register_variant(ResNet, name, crop_pct=crop_pct, img_size=img_size, **arch)
 
 
 _DEPTHS = {18: (2, 2, 2, 2), 26: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3),

@@ -25,7 +25,7 @@ from jaxvit.layers.drop import drop_path
 from jaxvit.layers.init import dense, trunc_normal_02, with_axes, zeros
 from jaxvit.layers.layer_scale import LayerScale
 from jaxvit.layers.mlp import gelu
-from jaxvit.registry import register_model
+from jaxvit.registry import register_variant
 from jaxvit.utils import check_rates, config_error
 
 
@@ -192,10 +192,7 @@ class SwiftFormer(nn.Module):
 
 
 def _register(name, **arch):
-  fn = lambda: SwiftFormer(**arch)
-  fn.__name__ = name
-  fn.__doc__ = f"{name}: {arch}"
-  register_model(fn, crop_pct=0.95)
+  register_variant(SwiftFormer, name, crop_pct=0.95, **arch)
 
 
 _register("swiftformer_xs", depths=(3, 3, 6, 4), embed_dims=(48, 56, 112, 220))

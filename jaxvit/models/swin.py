@@ -27,7 +27,7 @@ from jaxvit.layers.init import dense, layer_norm
 from jaxvit.layers.mlp import Mlp
 from jaxvit.layers.patch_embed import PatchEmbed
 from jaxvit.layers.window_attention import WindowAttention
-from jaxvit.registry import register_model
+from jaxvit.registry import register_variant
 from jaxvit.utils import check_rates, config_error
 
 NORM_EPS = 1e-5  # torch's LayerNorm default, which timm's Swin uses
@@ -174,7 +174,7 @@ class SwinTransformer(nn.Module):
       raise config_error(self, "num_heads", self.num_heads, f"one head count per stage ({n})")
     for i, heads in enumerate(self.num_heads):
       if (self.embed_dim * 2 ** i) % heads:
-        raise config_error(self, "num_heads", self.num_heads, f"divisors of each stage's width embed_dim * 2**i")
+        raise config_error(self, "num_heads", self.num_heads, "divisors of each stage's width embed_dim * 2**i")
     if len(self.window_sizes) != n or min(self.window_sizes) < 1:
       raise config_error(self, "window_size", self.window_size, f"an int >= 1 or one per stage ({n})")
     check_rates(self, ("drop_rate", "proj_drop_rate", "attn_drop_rate", "drop_path_rate"))
@@ -203,10 +203,7 @@ class SwinTransformer(nn.Module):
 
 def _register(name, img_size=224, crop_pct=0.9, **arch):
   """Registers `name` as a `SwinTransformer` with architecture fields `arch` and timm's default eval crop."""
-  fn = lambda: SwinTransformer(img_size=img_size, **arch)
-  fn.__name__ = name
-  fn.__doc__ = f"{name}: {arch}"
-  register_model(fn, crop_pct=crop_pct)
+  register_variant(SwinTransformer, name, crop_pct=crop_pct, img_size=img_size, **arch)
 
 
 _T = dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24))

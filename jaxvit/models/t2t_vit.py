@@ -28,7 +28,7 @@ import numpy as np
 from jaxvit.layers.init import dense, layer_norm, trunc_normal_02, with_axes
 from jaxvit.layers.tokens_to_token import NORM_EPS, TOKENS_TYPES, T2TModule
 from jaxvit.models.vit import Encoder
-from jaxvit.registry import register_model
+from jaxvit.registry import register_variant
 from jaxvit.utils import check_rates, config_error
 
 REDUCTION = 16  # the soft splits' strides 4 x 2 x 2
@@ -129,10 +129,7 @@ class T2TViT(nn.Module):
 
 def _register(name, **arch):
   """Registers `name` as a `T2TViT` with architecture fields `arch` (official crop 0.9, ImageNet mean / std)."""
-  fn = lambda: T2TViT(**arch)
-  fn.__name__ = name
-  fn.__doc__ = f"{name}: {arch}"
-  register_model(fn, crop_pct=0.9)
+  register_variant(T2TViT, name, crop_pct=0.9, **arch)
 
 
 # the official t2t_vit.py's variants; "_t_": transformer T2T layers, the others Performer ones

@@ -17,11 +17,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxvit.layers.conv import linear_head
 from jaxvit.layers.drop import drop_path
 from jaxvit.layers.init import Projection, dense, layer_norm, trunc_normal_02, with_axes, zeros
 from jaxvit.layers.mlp import Mlp
 from jaxvit.layers.outlook_attention import unfold
-from jaxvit.registry import IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD, register_model
+from jaxvit.registry import IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD, register_variant
 from jaxvit.utils import check_rates, config_error
 
 POOLS = ("token", "avg")
@@ -233,17 +234,13 @@ class TNT(nn.Module):
     out["pre_logits"] = pooled
     if self.num_classes == 0:
       return pooled, out
-    pooled = nn.Dropout(self.drop_rate)(pooled, deterministic=not train)
-    out["logits"] = dense(self.num_classes, ("embed", "classes"), name="head", kernel_init=zeros, **kw)(pooled)
+    out["logits"] = linear_head(pooled, self.num_classes, self.drop_rate, train, **kw)
     return out["logits"], out
 
 
 def _register(name, **arch):
   """Registers `name` as a `TNT` with architecture fields `arch` (Inception mean / std, crop 0.9, as timm)."""
-  fn = lambda: TNT(**arch)
-  fn.__name__ = name
-  fn.__doc__ = f"{name}: {arch}"
-  register_model(fn, mean=IMAGENET_INCEPTION_MEAN, std=IMAGENET_INCEPTION_STD, crop_pct=0.9)
+  register_variant(TNT, name, mean=IMAGENET_INCEPTION_MEAN, std=IMAGENET_INCEPTION_STD, crop_pct=0.9, **arch)
 
 
 _S = dict(embed_dim=384, inner_dim=24, depth=12, num_heads_outer=6)

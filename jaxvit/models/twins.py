@@ -18,14 +18,15 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
+from jaxvit.layers.conv import linear_head
 from jaxvit.layers.drop import drop_path
 from jaxvit.layers.grouped_attention import LocallyGroupedAttention
-from jaxvit.layers.init import dense, layer_norm, zeros
+from jaxvit.layers.init import layer_norm
 from jaxvit.layers.mlp import Mlp
 from jaxvit.layers.patch_embed import PatchEmbed
 from jaxvit.layers.peg import PosConv
 from jaxvit.layers.sr_attention import SpatialReductionAttention
-from jaxvit.registry import register_model
+from jaxvit.registry import register_variant
 from jaxvit.utils import check_rates, config_error
 
 
@@ -143,20 +144,13 @@ class Twins(nn.Module):
       out[f"stage{k}"] = x
     out[f"stage{len(self.depths) - 1}"] = x = layer_norm(1e-6, name="norm", **kw)(x)
     out["pre_logits"] = pooled = x.mean(axis=(1, 2))
-    if self.num_classes == 0:
-      out["logits"] = pooled
-    else:
-      pooled = nn.Dropout(self.drop_rate)(pooled, deterministic=not train)
-      out["logits"] = dense(self.num_classes, ("embed", "classes"), name="head", kernel_init=zeros, **kw)(pooled)
+    out["logits"] = linear_head(pooled, self.num_classes, self.drop_rate, train, **kw)
     return out["logits"], out
 
 
 def _register(name, **arch):
   """Registers `name` as a `Twins` with fields `arch` (timm's eval crop 0.9)."""
-  fn = lambda: Twins(**arch)
-  fn.__name__ = name
-  fn.__doc__ = f"{name}: {arch}"
-  register_model(fn, crop_pct=0.9)
+  register_variant(Twins, name, crop_pct=0.9, **arch)
 
 
 _PCPVT = dict(embed_dims=(64, 128, 320, 512), num_heads=(1, 2, 5, 8), mlp_ratios=(8.0, 8.0, 4.0, 4.0))

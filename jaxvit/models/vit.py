@@ -18,7 +18,7 @@ import numpy as np
 from jaxvit import layers
 from jaxvit.dynamic import dynamicvit, evit, exits, reduction as reduction_lib, tome
 from jaxvit.layers.token_mixer import GRID_MIXERS, MIXERS, TokenMixer
-from jaxvit.registry import IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD, register_model
+from jaxvit.registry import IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD, register_variant
 
 ABS_POS_EMBEDS = ("learn", "sincos", "none")  # added to the tokens once
 POS_EMBEDS = ABS_POS_EMBEDS + tuple(f"rope_{kind}" for kind in layers.ROPES)  # `pos_embed` joins them with "+"
@@ -230,7 +230,7 @@ class VisionTransformer(nn.Module):
     if rope and self.reduction:
       bad("reduction", self.reduction, "None with a rotary pos_embed (reduced tokens lose their grid positions)")
     if rope and (self.embed_dim // self.num_heads) % 4:
-      bad("pos_embed", self.pos_embed, f"no RoPE unless the head dim (embed_dim / num_heads) is divisible by 4")
+      bad("pos_embed", self.pos_embed, "no RoPE unless the head dim (embed_dim / num_heads) is divisible by 4")
     if self.global_pool not in layers.POOLS:
       bad("global_pool", self.global_pool, layers.POOLS)
     if self.global_pool == "token" and not self.class_token:
@@ -340,10 +340,7 @@ class VisionTransformer(nn.Module):
 def _register(name, mean_std=None, **arch):
   """Registers `name` as a `VisionTransformer` with architecture fields `arch`."""
   kw = {} if mean_std is None else dict(mean=mean_std[0], std=mean_std[1])
-  fn = lambda: VisionTransformer(**arch)
-  fn.__name__ = name
-  fn.__doc__ = f"{name}: {arch}"
-  register_model(fn, **kw)
+  register_variant(VisionTransformer, name, **kw, **arch)
 
 
 _INCEPTION = (IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD)  # Google's ViT weights use [-1, 1]

@@ -27,7 +27,7 @@ from jaxvit.layers.init import dense, layer_norm, trunc_normal_02, with_axes, ze
 from jaxvit.layers.mlp import Mlp
 from jaxvit.layers.outlook_attention import OutlookAttention
 from jaxvit.layers.patch_embed import PatchEmbed
-from jaxvit.registry import register_model
+from jaxvit.registry import register_variant
 from jaxvit.utils import check_rates, config_error
 
 POOLS = ("token", "avg")
@@ -225,10 +225,7 @@ class VOLO(nn.Module):
 
 def _register(name, img_size, crop_pct, **arch):
   """Registers `name` as a `VOLO` with architecture fields `arch` and timm's eval crop."""
-  fn = lambda: VOLO(img_size=img_size, **arch)
-  fn.__name__ = name
-  fn.__doc__ = f"{name}: {arch}"
-  register_model(fn, crop_pct=crop_pct)
+  register_variant(VOLO, name, crop_pct=crop_pct, img_size=img_size, **arch)
 
 
 _ARCH = {

@@ -6,7 +6,6 @@ import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import optax
 
 
 @flax.struct.dataclass

@@ -4,7 +4,6 @@ import jax
 import numpy as np
 import pytest
 
-import jaxvit
 from jaxvit.convert import ConversionError, convert_state_dict, load_converted, read_state_dict
 from jaxvit.convert.__main__ import main
 

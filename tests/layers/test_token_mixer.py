@@ -1,7 +1,6 @@
 """`VisionTransformer(mixer=...)`: every token mixer mixes tokens, trains, and bad combinations are one clear error."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
