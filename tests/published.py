@@ -213,4 +213,12 @@ PUBLISHED = {
     "gfnet_h_ti_224": (15.09, 2.05),
     "gfnet_h_s_224": (32.16, 4.6),
     "gfnet_h_b_224": (53.74, 8.55),
+    # zoo: hire_mlp
+    # Hire-MLP: ggjy/Hire-Wave-MLP.pytorch mlp_based/hire_mlp.py @7ef7ddd0, torch sum(p.numel()) and fvcore GMACs at
+    # 224 (BatchNorms included; the rolls, pads and split-attention products are not counted); README: 18M / 2.1G,
+    # 33M / 4.2G, 58M / 8.1G, 96M / 13.4G
+    "hire_mlp_tiny": (18.04, 2.15),
+    "hire_mlp_small": (33.11, 4.24),
+    "hire_mlp_base": (58.23, 8.13),
+    "hire_mlp_large": (95.72, 13.44),
 }

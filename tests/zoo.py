@@ -21,6 +21,7 @@ SIZE_FIELDS = {"embed_dim", "depth", "num_heads", "mlp_ratio", "num_classes",
                "inner_dim", "num_heads_inner", "num_heads_outer",  # TNT
                "mlp_ratios", "sr_ratios",  # PVTv2 / Twins (and embed_dims)
                "token_dim",  # T2T-ViT (tokens_type is a code path)
+               "pixel", "step_stride", "step_dilation",  # Hire-MLP's region sizes and shifts
                # zoo: family size fields
                }
 
@@ -83,6 +84,8 @@ SMALL = {
     # and one block per stage
     "GFNet": lambda m: m.clone(img_size=2 * m.patch_size, depth=1),
     "GFNetPyramid": lambda m: m.clone(img_size=32, depths=(1,) * len(m.depths)),
+    # Hire-MLP: 32 px (stage maps 8 ... 1, stage 1 pads its 4 rows to 6) and a shifted second block in stage 1
+    "HireMLPNet": lambda m: m.clone(img_size=32, depths=(1, 2, 1, 1)),
     # zoo: family small variants
 }
 

@@ -52,6 +52,7 @@ PUBLISHED_TOP1 = {
     "gfnet_ti_224": (74.6, "raoyongming/GFNet README"),
     "gfnet_xs_224": (78.6, "raoyongming/GFNet README"),
     "gfnet_s_224": (80.0, "raoyongming/GFNet README"),
+    "hire_mlp_tiny": (79.7, "ggjy/Hire-Wave-MLP.pytorch README"),
 }
 COMPONENT_COLUMNS = (("model", "model", "{}"), ("img_size", "res", "{}"), ("params_m", "params (M)", "{:.2f}"),
                      ("gmacs", "GMACs", "{:.2f}"), ("images_per_s", "img/s", "{:.1f}"),

@@ -17,17 +17,18 @@ def gelu(x):
 
 
 class Mlp(nn.Module):
-  """fc1 -> act -> dropout -> fc2 -> dropout; timm's `Mlp` (`fc1`, `fc2`)."""
+  """fc1 -> act -> dropout -> fc2 -> dropout; timm's `Mlp` (`fc1`, `fc2`). `out_dim` 0: the input width."""
   hidden_dim: int
   act: Callable = gelu
   drop_rate: float = 0.0
+  out_dim: int = 0
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x, *, train: bool):
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-    out_dim = x.shape[-1]
+    out_dim = self.out_dim or x.shape[-1]
     x = dense(self.hidden_dim, ("embed", "mlp"), name="fc1", **kw)(x)
     x = self.act(x)
     x = nn.Dropout(self.drop_rate)(x, deterministic=not train)
