@@ -135,27 +135,27 @@ PUBLISHED = {
     "maxvit_small_tf_224": (68.93, 11.66),
     "maxvit_small_tf_384": (69.02, 35.87),  # at 384
     "maxvit_small_tf_512": (69.13, 67.26),  # at 512
-    # unregistered (REGISTER_UNSTABLE in jaxvit/models/maxxvit.py): "maxvit_base_tf_224": (119.47, 24.04),
-    # unregistered (REGISTER_UNSTABLE in jaxvit/models/maxxvit.py): "maxvit_base_tf_384": (119.65, 73.8),  # at 384
-    # unregistered (REGISTER_UNSTABLE in jaxvit/models/maxxvit.py): "maxvit_base_tf_512": (119.88, 138.02),  # at 512
-    # unregistered (REGISTER_UNSTABLE in jaxvit/models/maxxvit.py): "maxvit_large_tf_224": (211.79, 43.68),
-    # unregistered (REGISTER_UNSTABLE in jaxvit/models/maxxvit.py): "maxvit_large_tf_384": (212.03, 132.55),  # at 384
-    # unregistered (REGISTER_UNSTABLE in jaxvit/models/maxxvit.py): "maxvit_large_tf_512": (212.33, 244.75),  # at 512
-    # unregistered (REGISTER_UNSTABLE in jaxvit/models/maxxvit.py): "maxvit_xlarge_tf_224": (506.99, 97.52),  # 21843 classes (timm's default: in21k weights)
-    # unregistered (REGISTER_UNSTABLE in jaxvit/models/maxxvit.py): "maxvit_xlarge_tf_384": (475.32, 292.78),  # at 384
-    # unregistered (REGISTER_UNSTABLE in jaxvit/models/maxxvit.py): "maxvit_xlarge_tf_512": (475.77, 534.14),  # at 512
+    "maxvit_base_tf_224": (119.47, 24.04),
+    "maxvit_base_tf_384": (119.65, 73.8),  # at 384
+    "maxvit_base_tf_512": (119.88, 138.02),  # at 512
+    "maxvit_large_tf_224": (211.79, 43.68),
+    "maxvit_large_tf_384": (212.03, 132.55),  # at 384
+    "maxvit_large_tf_512": (212.33, 244.75),  # at 512
+    "maxvit_xlarge_tf_224": (506.99, 97.52),  # 21843 classes (timm's default: in21k weights)
+    "maxvit_xlarge_tf_384": (475.32, 292.78),  # at 384
+    "maxvit_xlarge_tf_512": (475.77, 534.14),  # at 512
     "maxvit_pico_rw_256": (7.46, 1.83),  # at 256
     "maxvit_nano_rw_256": (15.45, 4.46),  # at 256
     "maxvit_tiny_rw_224": (29.06, 5.11),
     "maxvit_tiny_rw_256": (29.07, 6.74),  # at 256
-    # unregistered (REGISTER_UNSTABLE in jaxvit/models/maxxvit.py): "maxvit_tiny_pm_256": (30.09, 6.61),  # at 256
+    "maxvit_tiny_pm_256": (30.09, 6.61),  # at 256
     "maxvit_rmlp_pico_rw_256": (7.52, 1.85),  # at 256
     "maxvit_rmlp_nano_rw_256": (15.5, 4.47),  # at 256
     "maxvit_rmlp_tiny_rw_256": (29.15, 6.77),  # at 256
     "maxvit_rmlp_small_rw_224": (64.9, 10.75),
     "maxvit_rmlp_small_rw_256": (64.9, 14.15),  # at 256
-    # unregistered (REGISTER_UNSTABLE in jaxvit/models/maxxvit.py): "maxvit_rmlp_base_rw_224": (116.14, 23.15),
-    # unregistered (REGISTER_UNSTABLE in jaxvit/models/maxxvit.py): "maxvit_rmlp_base_rw_384": (116.14, 70.97),  # at 384
+    "maxvit_rmlp_base_rw_224": (116.14, 23.15),
+    "maxvit_rmlp_base_rw_384": (116.14, 70.97),  # at 384
     # zoo: volo / tnt
     # VOLO (timm's volo.py; at 384 / 448 / 512 where the name says) and TNT (timm's tnt.py)
     "volo_d1_224": (26.63, 6.94),
