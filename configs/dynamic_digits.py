@@ -14,7 +14,9 @@ unpruned teacher, with its official loss and the backbone at 0.01 x the predicto
 `kind=exits` is depth adaptation instead: internal classifiers after blocks 1 and 2 (of 4), trained jointly
 with the final head, and distilled from it with `exit_distill=` (weight; temperature 1); `exit_head=lgvit` puts
 LGViT's local perception and global aggregation heads there instead of linear ones, and `exit_weights=depth`
-weighs each head's loss by the blocks it ran (LGViT's first stage).
+weighs each head's loss by the blocks it ran (LGViT's first stage). `kind=cf_vit` is CF-ViT on the same backbone: a
+coarse pass on the 4 px image (2x2 tokens), then the 8 px one with the coarse stage's 2 most attended tokens refined
+(1 + 8 + 2 tokens), trained with CF-ViT's loss (fine cross-entropy + KL of the coarse logits to the fine ones).
 Arguments: kind, init, steps, exit_distill, exit_head, exit_weights, runlocal.
 """
 
@@ -29,10 +31,15 @@ REDUCTIONS = {"none": None, "tome": dict(kind="tome", r=2),
 def get_config(arg=None):
   arg = common.parse_arg(arg, kind="tome", init="", steps=1500, exit_distill=0.0, exit_head="linear",
                          exit_weights="equal", runlocal=False)
-  if arg.kind not in tuple(REDUCTIONS) + ("exits",):
-    raise ValueError(f"config argument kind={arg.kind!r}; accepted: {tuple(REDUCTIONS) + ('exits',)}")
+  kinds = tuple(REDUCTIONS) + ("exits", "cf_vit")
+  if arg.kind not in kinds:
+    raise ValueError(f"config argument kind={arg.kind!r}; accepted: {kinds}")
   c = default.get_config()
   c.model.overrides.update(class_token=True, global_pool="token", reduction=REDUCTIONS.get(arg.kind))
+  if arg.kind == "cf_vit":
+    c.model.name = "cf_deit_small_224"
+    c.model.overrides.update(coarse_size=4, ema_blocks=(1, 2, 3), reduction=None)
+    c.exit_loss = dict(weights=(0.0, 1.0), distill_weight=1.0, temperature=1.0)
   if arg.kind == "exits":
     if arg.exit_weights not in ("equal", "depth"):
       raise ValueError(f"config argument exit_weights={arg.exit_weights!r}; accepted: ('equal', 'depth')")

@@ -28,7 +28,7 @@ def collect(config, workdir: str):
   from jaxvit.train.trainer import build_model, pp_defaults
   builder = pipeline.get_builder(config.data.name, config.data.get("data_dir"))
   model = build_model(config, builder.info.features["label"].num_classes)
-  if not getattr(model, "exits", None):
+  if not (getattr(model, "exits", None) or getattr(model, "has_exits", False)):
     raise ValueError(f"config.model has no exits (config.model.overrides.exits=dict(blocks=...)): {config.model.name}")
   variables = init_from.load_variables(workdir, "--workdir")
   apply = jax.jit(lambda v, x: model.apply(v, x))
@@ -105,7 +105,7 @@ def main(argv=None):
   if args.out:
     png = os.path.splitext(args.out)[0] + ".png"
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    plot(rows, png, f"early exit ({args.rule}): {model.exits['blocks']} of {model.depth} blocks")
+    plot(rows, png, f"early exit ({args.rule}): exits after {depths[:-1]} of {depths[-1]} blocks")
     with open(args.out, "w") as f:
       f.write(f"# Early exit\n\n`python -m jaxvit.early_exit {' '.join(argv or sys.argv[1:])}`\n\n"
               f"{len(labels)} eval examples; full model {macs[-1] / 1e9:.5f} GMACs.\n\n{table}\n\n"

@@ -213,6 +213,13 @@ PUBLISHED = {
     "gfnet_h_ti_224": (15.09, 2.05),
     "gfnet_h_s_224": (32.16, 4.6),
     "gfnet_h_b_224": (53.74, 8.55),
+    # zoo: cf_vit
+    # CF-ViT: ChenMnZ/CF-ViT deit/models_deit.py @HEAD (cf_deit_small, 7x7 and 9x9 coarse grids), torch
+    # sum(p.numel()) and fvcore GMACs of both stages with informative selection (fvcore also counts the nearest
+    # upsampling of the reused features, 196 x 384 = 7.5e-5 GMACs at 224, which jaxvit's counter does not); the
+    # paper: DeiT-S 4.0 GFLOPs (7x7)
+    "cf_deit_small_224": (23.25, 4.02),
+    "cf_deit_small_288": (23.31, 6.77),  # at 288
     # zoo: hire_mlp
     # Hire-MLP: ggjy/Hire-Wave-MLP.pytorch mlp_based/hire_mlp.py @7ef7ddd0, torch sum(p.numel()) and fvcore GMACs at
     # 224 (BatchNorms included; the rolls, pads and split-attention products are not counted); README: 18M / 2.1G,

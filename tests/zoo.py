@@ -22,6 +22,7 @@ SIZE_FIELDS = {"embed_dim", "depth", "num_heads", "mlp_ratio", "num_classes",
                "mlp_ratios", "sr_ratios",  # PVTv2 / Twins (and embed_dims)
                "token_dim",  # T2T-ViT (tokens_type is a code path)
                "pixel", "step_stride", "step_dilation",  # Hire-MLP's region sizes and shifts
+               "coarse_size", "keep_ratio", "ema_blocks",  # CF-ViT
                # zoo: family size fields
                }
 
@@ -86,6 +87,8 @@ SMALL = {
     "GFNetPyramid": lambda m: m.clone(img_size=32, depths=(1,) * len(m.depths)),
     # Hire-MLP: 32 px (stage maps 8 ... 1, stage 1 pads its 4 rows to 6) and a shifted second block in stage 1
     "HireMLPNet": lambda m: m.clone(img_size=32, depths=(1, 2, 1, 1)),
+    # CF-ViT: a 2x2 coarse grid (32 px fine, 16 px coarse: 1 + 8 + 2 fine-stage tokens) and two blocks
+    "CFViT": lambda m: m.clone(img_size=32, coarse_size=16, depth=2, ema_blocks=(0, 1)),
     # zoo: family small variants
 }
 

@@ -96,6 +96,8 @@ def exit_costs(model) -> tuple[list[float], list[int]]:
   """`(macs, depths)` per exit then the final head: the MACs an example leaving there spent (its blocks, the head
   of every exit it passed, its own) and the blocks it ran. The stage ending at exit i (`span=(0, b_i + 1)`) runs
   blocks 0..b_i and that exit's head; the heads of the earlier exits are counted on their own."""
+  if hasattr(model, "exit_costs"):  # a model with exits of its own (CF-ViT's coarse stage)
+    return model.exit_costs()
   from jaxvit.bench.flops import count_macs
   from jaxvit.utils import init_variables, input_shape
   blocks, kinds = check_exits(model.exits, model.depth)

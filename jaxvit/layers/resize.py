@@ -82,3 +82,19 @@ def interpolate_bicubic(images, size: tuple[int, int]):
   """Resizes NHWC `images` to `size` (h, w) as `torch.nn.functional.interpolate(x, size, mode="bicubic",
   align_corners=False)`: rows, then columns (the product of the two axes' weights, as PyTorch's 4 x 4 window)."""
   return _resize_axis(_resize_axis(images, 1, size[0]), 2, size[1])
+
+
+def resize_bilinear_align_corners(images, size: int):
+  """`F.interpolate(mode="bilinear", align_corners=True)` of NHWC `images` to `size x size`: output pixel i reads
+  input position i (in - 1) / (size - 1) from its two neighbours, separably, by gathers and weighted sums (no
+  matmul: fvcore counts none of it)."""
+  for axis in (1, 2):
+    n = images.shape[axis]
+    src = np.arange(size) * ((n - 1) / (size - 1) if size > 1 else 0.0)
+    low = np.minimum(np.floor(src).astype(int), n - 1)
+    high = np.minimum(low + 1, n - 1)
+    shape = [1, 1, 1, 1]
+    shape[axis] = size
+    frac = jnp.asarray((src - low).reshape(shape), images.dtype)
+    images = jnp.take(images, low, axis=axis) * (1 - frac) + jnp.take(images, high, axis=axis) * frac
+  return images

@@ -104,7 +104,7 @@ def base_loss(config, model):
   jaxvit.dynamic.exits)."""
   loss = step_lib.classification_loss(config.get("label_smoothing", 0.0))
   exit_loss = dict(config.get("exit_loss") or {})
-  if not getattr(model, "exits", None):
+  if not (getattr(model, "exits", None) or getattr(model, "has_exits", False)):
     if exit_loss:
       raise ValueError("config.exit_loss needs a model with exits (config.model.overrides.exits=dict(blocks=...))")
     return loss

@@ -39,6 +39,20 @@ def test_each_reduction_learns_digits(unpruned, data_dir, tmp_path, capsys, kind
     assert rates == [1.0, 0.925, 0.85, 0.775, 0.7], rates
 
 
+def test_cf_vit_learns_digits_and_its_coarse_exit_saves_macs(data_dir, tmp_path, capsys):
+  from configs import dynamic_digits
+  from jaxvit.early_exit import main
+  config = dynamic_digits.get_config("kind=cf_vit,steps=800")  # the two-stage model needs a longer schedule
+  config.data.data_dir = data_dir
+  summary = train_and_evaluate(config, str(tmp_path))
+  assert summary["final_top1"] > 0.5 and "exit_accuracy0" in capsys.readouterr().out, summary
+  main(["--config", "configs/dynamic_digits.py:kind=cf_vit,steps=800", "--workdir", str(tmp_path), "--rule",
+        "confidence", "--thresholds", "0.5,1.01", "--out", str(tmp_path / "exit.md"), "--data-dir", data_dir])
+  rows = capsys.readouterr().out.splitlines()[2:]
+  cheap, full = ([float(x) for x in r.split("|")[2:5]] for r in rows)
+  assert full[1] == 8 and cheap[1] < 8 and cheap[2] < full[2] and cheap[0] > 0.3, rows  # top-1, depth, GMACs
+
+
 def test_dynamicvit_needs_its_unpruned_run():
   from configs import dynamic_digits
   with pytest.raises(ValueError, match="init= is required for kind=dynamicvit"):
