@@ -4,6 +4,8 @@ config's ViT with a class token, 16 patches, trained with `kind=` tome, evit or 
   python -m jaxvit.main --config=configs/dynamic_digits.py:kind=none --workdir=runs/dyn_none
   python -m jaxvit.main --config=configs/dynamic_digits.py:kind=tome --workdir=runs/dyn_tome
   python -m jaxvit.main --config=configs/dynamic_digits.py:kind=dynamicvit,init=runs/dyn_none --workdir=runs/dyn_dvit
+  python -m jaxvit.main --config=configs/dynamic_digits.py:kind=ats --workdir=runs/dyn_ats
+  python -m jaxvit.main --config=configs/dynamic_digits.py:kind=patch_merger --workdir=runs/dyn_pm
   python -m jaxvit.main --config=configs/dynamic_digits.py:kind=exits --workdir=runs/dyn_exits
   python -m jaxvit.early_exit --config=configs/dynamic_digits.py:kind=exits --workdir=runs/dyn_exits --rule entropy
 
@@ -11,12 +13,17 @@ ToMe merges 2 tokens per block (16 -> 8 by the last block); EViT keeps 0.7 of th
 1 and 2, its keep rate warmed up from 1 as the official recipe does (a cosine after a constant 1/15 of the run,
 over a third of it, snapped to 4 levels: 5 compiled steps); DynamicViT (rho 0.7 at blocks 1, 2) starts from `init=` (a `kind=none` run), which is also its
 unpruned teacher, with its official loss and the backbone at 0.01 x the predictors' learning rate.
+ATS samples at blocks 1 and 2 (n_tokens=9: the class token and at most 8 distinct patches, duplicates masked);
+PatchMerger merges the 16 patches into 8 learned combinations before block 2, on a class-token-free ViT with
+average pooling (the paper's setting).
 `kind=exits` is depth adaptation instead: internal classifiers after blocks 1 and 2 (of 4), trained jointly
 with the final head, and distilled from it with `exit_distill=` (weight; temperature 1); `exit_head=lgvit` puts
 LGViT's local perception and global aggregation heads there instead of linear ones, and `exit_weights=depth`
 weighs each head's loss by the blocks it ran (LGViT's first stage). `kind=cf_vit` is CF-ViT on the same backbone: a
 coarse pass on the 4 px image (2x2 tokens), then the 8 px one with the coarse stage's 2 most attended tokens refined
-(1 + 8 + 2 tokens), trained with CF-ViT's loss (fine cross-entropy + KL of the coarse logits to the fine ones).
+(1 + 8 + 2 tokens), trained with CF-ViT's loss (fine cross-entropy + KL of the coarse logits to the fine ones); the
+informative selection is on from the start (the ImageNet recipe, configs/cf_vit_deit_small.py, switches it on
+for the last third, as the official one).
 Arguments: kind, init, steps, exit_distill, exit_head, exit_weights, runlocal.
 """
 
@@ -25,7 +32,9 @@ from configs import default
 
 REDUCTIONS = {"none": None, "tome": dict(kind="tome", r=2),
               "evit": dict(kind="evit", keep_rate=0.7, locations=(1, 2), fuse_token=True),
-              "dynamicvit": dict(kind="dynamicvit", keep_rate=0.7, locations=(1, 2))}
+              "dynamicvit": dict(kind="dynamicvit", keep_rate=0.7, locations=(1, 2)),
+              "ats": dict(kind="ats", n_tokens=9, locations=(1, 2)),
+              "patch_merger": dict(kind="patch_merger", tokens=8, location=2)}
 
 
 def get_config(arg=None):
@@ -36,6 +45,8 @@ def get_config(arg=None):
     raise ValueError(f"config argument kind={arg.kind!r}; accepted: {kinds}")
   c = default.get_config()
   c.model.overrides.update(class_token=True, global_pool="token", reduction=REDUCTIONS.get(arg.kind))
+  if arg.kind == "patch_merger":  # the paper's models: no class token, global average pooling
+    c.model.overrides.update(class_token=False, global_pool="avg")
   if arg.kind == "cf_vit":
     c.model.name = "cf_deit_small_224"
     c.model.overrides.update(coarse_size=4, ema_blocks=(1, 2, 3), reduction=None)

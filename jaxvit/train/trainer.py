@@ -98,6 +98,24 @@ class Run(NamedTuple):
   distill: objective.Distillation
 
 
+def model_phases(config, model) -> list:
+  """`[(start step, model)]` from `config.model_schedule = ((start, overrides), ...)`: from step `start` (0-based,
+  increasing) training runs `model.clone(**overrides)` (the overrides of earlier phases included), e.g. CF-ViT's
+  informative selection switched on after 2/3 of the run. Overrides must keep the parameters' shapes; evaluation
+  and checkpoints use `config.model`. Each phase is validated here, before any step."""
+  phases, overrides, previous = [], {}, -1
+  for entry in config.get("model_schedule") or ():
+    if len(entry) != 2 or not hasattr(entry[1], "items") or int(entry[0]) <= previous:
+      raise ValueError(f"config.model_schedule entry {entry!r}; accepted: (start step, dict of model overrides) "
+                       f"with increasing start steps")
+    previous, overrides = int(entry[0]), {**overrides, **dict(entry[1])}
+    phased = model.clone(**overrides)
+    if hasattr(phased, "validate"):
+      phased.validate()
+    phases.append((previous, phased))
+  return phases
+
+
 def base_loss(config, model):
   """Cross-entropy with label smoothing; for a multi-exit model, summed over its exits and final head
   (`config.exit_loss`: weights — one per exit then the final head, or "depth" —, distill_weight, temperature;
@@ -242,15 +260,20 @@ def train_and_evaluate(config, workdir: str) -> dict:
   warmup = config.get("keep_rate_warmup")
   if warmup:
     evit.warmup_model(model, warmup, 0)  # a bad warm-up config fails before any step
-  train_steps = {}  # EViT's keep-rate warm-up compiles one step per snapped keep rate
+  phases = model_phases(config, model)
+  train_steps = {}  # one compiled step per model phase and snapped EViT keep rate
 
   def train_step_at(step):
-    stepped, rate = evit.warmup_model(model, warmup, step - 1) if warmup else (model, None)
-    if rate not in train_steps:
+    phase = sum(start <= step - 1 for start, _ in phases) - 1
+    stepped = phases[phase][1] if phase >= 0 else model
+    stepped, rate = evit.warmup_model(stepped, warmup, step - 1) if warmup else (stepped, None)
+    if (phase, rate) not in train_steps:
+      if jax.process_index() == 0 and phase >= 0 and all(p != phase for p, _ in train_steps):
+        print(f"model schedule: {dict(config.model_schedule[phase][1])} from step {step}", flush=True)
       if rate is not None and jax.process_index() == 0:
         print(f"keep-rate warm-up: keep_rate {rate:.4g} from step {step}", flush=True)
-      train_steps[rate] = jit_train_step(stepped)
-    return train_steps[rate]
+      train_steps[phase, rate] = jit_train_step(stepped)
+    return train_steps[phase, rate]
 
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     eval_step = jax.jit(step_lib.make_eval_step(model, ema=bool(config.get("ema_decay"))))

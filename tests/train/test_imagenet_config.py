@@ -46,3 +46,32 @@ def test_finetune_rejects_unknown_dataset():
   from configs import deit_small_finetune
   with pytest.raises(ValueError, match="dataset='mnist'; accepted: \\['cifar10', 'imagenette'\\]"):
     deit_small_finetune.get_config("dataset=mnist")
+
+
+def test_cf_vit_recipe_switches_on_informative_selection_on_mock_imagenet(tmp_path, capsys):
+  from configs import cf_vit_deit_small
+  config = cf_vit_deit_small.get_config("runlocal")
+  config.async_checkpoints = False
+  with tfds.testing.mock_data(num_examples=64):
+    summary = train_and_evaluate(config, str(tmp_path))
+  out = capsys.readouterr().out
+  assert "model schedule: {'informative_selection': False} from step 1" in out
+  assert "model schedule: {'informative_selection': True} from step 4" in out and "exit_accuracy0" in out
+  assert summary["steps"] == 6 and summary["final_top1"] is not None
+
+
+def test_model_schedule_errors_name_the_entry():
+  import jaxvit
+  from configs import common
+  from jaxvit.train.trainer import model_phases
+  config = common.base_config()
+  model = jaxvit.create_model("cf_deit_small_224")
+  config.model_schedule = ((0, dict(keep_ratio=0.25)), (10, dict(informative_selection=False)))
+  phases = model_phases(config, model)
+  assert [(s, m.keep_ratio, m.informative_selection) for s, m in phases] == [(0, 0.25, True), (10, 0.25, False)]
+  config.model_schedule = ((10, {}), (5, {}))
+  with pytest.raises(ValueError, match="model_schedule entry \\(5, \\{\\}\\); accepted: \\(start step, dict"):
+    model_phases(config, model)
+  config.model_schedule = ((0, dict(keep_ratio=2.0)),)
+  with pytest.raises(ValueError, match="keep_ratio=2.0; accepted: \\(0, 1\\]"):
+    model_phases(config, model)
