@@ -228,4 +228,20 @@ PUBLISHED = {
     "hire_mlp_small": (33.11, 4.24),
     "hire_mlp_base": (58.23, 8.13),
     "hire_mlp_large": (95.72, 13.44),
+    # zoo: attention_reuse
+    # SkipAt: Qualcomm-AI-research/skip-attention model/vit_skipat.py + model/uformer_utils.py
+    # @a7a312dacf55cfd65e0a1e412621bd92d80e9b9b (skipat_{tiny,small,base}_patch16_224: blocks 3..8 skipped). fvcore
+    # GMACs at 224 equal jaxvit's (with timm 0.5.4's explicit attention products). Params: the official
+    # sum(p.numel()) also counts the norm1 + attn the skipped blocks build but never call (6.67M / 25.72M /
+    # 100.98M); the parameters its forward uses, counted here, are equal. The paper's (arXiv:2301.02240) table was
+    # not found in the local reference corpus; the README gives top-1 and throughput only.
+    "deit_tiny_skipat_patch16_224": (5.77, 1.18),
+    "deit_small_skipat_patch16_224": (22.16, 4.45),
+    "deit_base_skipat_patch16_224": (86.79, 17.25),
+    # ReViT: ADiko1997/ReViT model/revit_model.py + model/attention.py (config/config-ReViT-B.yaml)
+    # @2188c96376b63c6fadb8d73ab2823092f4242b73, torch sum(p.numel()) and fvcore GMACs at 224, equal; README:
+    # ReViT-B 86M / 17.5G. The DeiT-S variant is the official code with cls_embed_on=True at DeiT-S size (DeiT-S +
+    # alpha; no published number)
+    "deit_small_revit_patch16_224": (22.05, 4.61),
+    "revit_base_patch16_224": (86.57, 17.49),
 }

@@ -89,6 +89,10 @@ SMALL = {
     "HireMLPNet": lambda m: m.clone(img_size=32, depths=(1, 2, 1, 1)),
     # CF-ViT: a 2x2 coarse grid (32 px fine, 16 px coarse: 1 + 8 + 2 fine-stage tokens) and two blocks
     "CFViT": lambda m: m.clone(img_size=32, coarse_size=16, depth=2, ema_blocks=(0, 1)),
+    # SkipAt: a 2x2 patch grid and four blocks (a computed MSA, two chained Phis, a computed MSA after them);
+    # ReViT: two blocks (the first without a residual, the second with)
+    "SkipAtViT": lambda m: m.clone(img_size=2 * m.patch_size, depth=4, skip_blocks=(1, 2)),
+    "ReViT": lambda m: m.clone(img_size=2 * m.patch_size, depth=2),
     # zoo: family small variants
 }
 
