@@ -244,4 +244,20 @@ PUBLISHED = {
     # alpha; no published number)
     "deit_small_revit_patch16_224": (22.05, 4.61),
     "revit_base_patch16_224": (86.57, 17.49),
+    # zoo: biformer
+    # BiFormer: rayleizhu/BiFormer models/biformer.py + ops/bra_legacy.py @1697bbbeafb8680524898f1dcaac10defd0604be,
+    # torch sum(p.numel()) and fvcore GMACs at 224 (equal to the last digit: 13142760 / 2228044160 for T); README
+    # 13.1M / 2.2G, 25.5M / 4.5G, 56.8M / 9.8G (fvcore's 2.23, 4.49, 9.79 rounded)
+    "biformer_tiny": (13.14, 2.23),
+    "biformer_small": (25.54, 4.49),
+    "biformer_base": (56.8, 9.79),
+    # zoo: litv2
+    # LITv2: ziplab/LITv2 classification/models/litv2.py + configs/litv2-*.yaml
+    # @7501c8662991cad6db780b61fac0886b56a76588, torch sum(p.numel()) and fvcore GMACs at 224 with the DTM deformable
+    # conv counted as the 2x2 conv it is (a pure-torch DeformConv2dPack whose product is an einsum; fvcore rounds
+    # einsum counts, -8256 MACs on S; it skips the compiled DCN op, which would leave 3.56 / 7.31 / 12.89); the
+    # official flops() gives 3.73 / 7.48 / 13.19; README 28M / 3.7G, 49M / 7.5G, 87M / 13.2G
+    "litv2_small": (27.84, 3.74),
+    "litv2_medium": (48.83, 7.48),
+    "litv2_base": (86.52, 13.2),
 }

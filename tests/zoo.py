@@ -23,6 +23,7 @@ SIZE_FIELDS = {"embed_dim", "depth", "num_heads", "mlp_ratio", "num_classes",
                "token_dim",  # T2T-ViT (tokens_type is a code path)
                "pixel", "step_stride", "step_dilation",  # Hire-MLP's region sizes and shifts
                "coarse_size", "keep_ratio", "ema_blocks",  # CF-ViT
+               "qk_dims", "head_dim", "n_win", "topks",  # BiFormer (region counts; routed / global stages)
                # zoo: family size fields
                }
 
@@ -93,6 +94,12 @@ SMALL = {
     # ReViT: two blocks (the first without a residual, the second with)
     "SkipAtViT": lambda m: m.clone(img_size=2 * m.patch_size, depth=4, skip_blocks=(1, 2)),
     "ReViT": lambda m: m.clone(img_size=2 * m.patch_size, depth=2),
+    # BiFormer: 32 px with 2 regions per side (stage maps 8 ... 1; top-k 1, 2, 4 routed regions, the last stage's
+    # attention with LePE) and one block per stage
+    "BiFormer": lambda m: m.clone(img_size=32, n_win=2, topks=(1, 2, 4, m.topks[-1]), depths=(1,) * len(m.depths)),
+    # LITv2: 32 px (stage maps 8 ... 1: MLP-only stages, HiLo with one 2x2 window, plain attention; DTM between)
+    # and one block per stage
+    "LITv2": lambda m: m.clone(img_size=32, depths=(1,) * len(m.depths)),
     # zoo: family small variants
 }
 
