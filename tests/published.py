@@ -260,4 +260,15 @@ PUBLISHED = {
     "litv2_small": (27.84, 3.74),
     "litv2_medium": (48.83, 7.48),
     "litv2_base": (86.52, 13.2),
+    # zoo: pvt
+    # PVT v1: whai362/PVT classification/pvt.py (branch v2 @57e2dfaa5a46f9050d76f306a4fcd9a7c061f520), torch
+    # sum(p.numel()) and fvcore GMACs at 224, equal to the unit (fvcore's 4 per element of the identity bilinear
+    # resizes of pos_embed2-4, 7.5e-4 GMACs, included: without them pvt_medium would round to 6.68). README / paper:
+    # 13.2M / 1.9G, 24.5M / 3.8G, 44.2M / 6.7G, 61.4M / 9.8G ("GFLOPs" = MACs), all these rounded except Large's
+    # 9.8 for 9.85 (truncated?); the repo's get_flops.py formula for attention's products (no class token) gives 3e-4
+    # GMACs less, still 9.85, so the paper's 9.8 is not reproduced
+    "pvt_tiny": (13.23, 1.94),
+    "pvt_small": (24.49, 3.83),
+    "pvt_medium": (44.21, 6.69),
+    "pvt_large": (61.37, 9.85),
 }

@@ -94,6 +94,9 @@ SMALL = {
     # ReViT: two blocks (the first without a residual, the second with)
     "SkipAtViT": lambda m: m.clone(img_size=2 * m.patch_size, depth=4, skip_blocks=(1, 2)),
     "ReViT": lambda m: m.clone(img_size=2 * m.patch_size, depth=2),
+    # PVT v1: 32 px (stage maps 8 ... 1, each at least its sr_ratio; stages 2-4 resize their position embeddings) and
+    # one block per stage (reduced attention in stages 1-3, the class token's plain attention in stage 4)
+    "PyramidVisionTransformer": lambda m: m.clone(img_size=32, depths=(1,) * len(m.depths)),
     # BiFormer: 32 px with 2 regions per side (stage maps 8 ... 1; top-k 1, 2, 4 routed regions, the last stage's
     # attention with LePE) and one block per stage
     "BiFormer": lambda m: m.clone(img_size=32, n_win=2, topks=(1, 2, 4, m.topks[-1]), depths=(1,) * len(m.depths)),

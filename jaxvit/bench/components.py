@@ -53,6 +53,8 @@ PUBLISHED_TOP1 = {
     "gfnet_xs_224": (78.6, "raoyongming/GFNet README"),
     "gfnet_s_224": (80.0, "raoyongming/GFNet README"),
     "hire_mlp_tiny": (79.7, "ggjy/Hire-Wave-MLP.pytorch README"),
+    "pvt_tiny": (75.1, "whai362/PVT classification README"),
+    "pvt_small": (79.8, "whai362/PVT classification README"),
     "biformer_tiny": (81.4, "rayleizhu/BiFormer README"),
     "litv2_small": (82.0, "ziplab/LITv2 README"),
     "deit_small_skipat_patch16_224": (80.0, "Qualcomm-AI-research/skip-attention README"),
