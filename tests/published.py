@@ -271,4 +271,13 @@ PUBLISHED = {
     "pvt_small": (24.49, 3.83),
     "pvt_medium": (44.21, 6.69),
     "pvt_large": (61.37, 9.85),
+    # zoo: cvt
+    # CvT: microsoft/CvT lib/models/cls_cvt.py + experiments/imagenet/cvt/*.yaml @ f851e68 (f851e681966390779b7138
+    # 0d2600b52360ff4fe1); params = official sum(p.numel()) exactly, GMACs = fvcore on the official model at 2
+    # decimals (README: 20M / 4.5G, 16.3G; 32M / 7.1G, 24.9G; W24 277M / 193.2G: fvcore gives 194.49 for W24).
+    "cvt_13_224": (20.00, 4.58),
+    "cvt_13_384": (20.00, 16.32),
+    "cvt_21_224": (31.62, 7.21),
+    "cvt_21_384": (31.62, 24.93),
+    "cvt_w24_384": (277.20, 194.49),
 }
