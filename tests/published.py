@@ -280,4 +280,22 @@ PUBLISHED = {
     "cvt_21_224": (31.62, 7.21),
     "cvt_21_384": (31.62, 24.93),
     "cvt_w24_384": (277.20, 194.49),
+    # zoo: cyclemlp
+    # CycleMLP: ShoufaChen/CycleMLP cycle_mlp.py @4e062a03e875d8dc4fbdd5dec96a918494705d38, torch sum(p.numel()) (the
+    # fixed `offset` buffers are not parameters) and the repo's `main.py --flops` count: fvcore with
+    # torchvision::deform_conv2d counted by its `utils.sfc_flop_jit` as the 1x1 conv it is (C_in x C_out x H x W), at
+    # 224; jaxvit's shift + matmul counts the same. The split-attention mean / softmax are free. README: 15M / 2.1G,
+    # 27M / 3.9G, 38M / 6.9G, 52M / 10.1G, 76M / 12.3G (published_numbers.md's "CycleMLP-T" row is AS-MLP-T's).
+    "cyclemlp_b1": (15.16, 2.13),
+    "cyclemlp_b2": (26.80, 3.89),
+    "cyclemlp_b3": (38.39, 6.85),
+    "cyclemlp_b4": (51.80, 10.06),
+    "cyclemlp_b5": (75.75, 12.27),
+    # zoo: as_mlp
+    # AS-MLP: svip-lab/AS-MLP models/as_mlp.py @dd1eb4f768f46fdf7c8522fd535ea9e15f664fae (configs
+    # as_*_patch4_shift5_224.yaml), torch sum(p.numel()) and fvcore GMACs at 224 (1x1 convs, GroupNorm 5 / element;
+    # the axial shifts are free). README: 28M / 4.4G, 50M / 8.5G, 88M / 15.2G.
+    "as_mlp_tiny": (28.28, 4.38),
+    "as_mlp_small": (49.59, 8.56),
+    "as_mlp_base": (87.75, 15.19),
 }

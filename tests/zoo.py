@@ -103,6 +103,9 @@ SMALL = {
     # LITv2: 32 px (stage maps 8 ... 1: MLP-only stages, HiLo with one 2x2 window, plain attention; DTM between)
     # and one block per stage
     "LITv2": lambda m: m.clone(img_size=32, depths=(1,) * len(m.depths)),
+    # CycleMLP: 32 px (stage maps 8 ... 1) and one block per stage (all alike); AS-MLP: 32 px, one block per stage
+    "CycleNet": lambda m: m.clone(img_size=32, depths=(1,) * len(m.depths)),
+    "ASMLP": lambda m: m.clone(img_size=32, depths=(1,) * len(m.depths)),
     # CvT: 32 px (stage maps 8, 4, 2; k / v 4, 2, 1) and one block per stage (the class token in the last)
     "CvT": lambda m: m.clone(img_size=32, depths=(1,) * len(m.depths)),
     # zoo: family small variants

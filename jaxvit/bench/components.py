@@ -57,6 +57,8 @@ PUBLISHED_TOP1 = {
     "pvt_small": (79.8, "whai362/PVT classification README"),
     "cvt_13_224": (81.6, "microsoft/CvT README"),
     "cvt_21_224": (82.5, "microsoft/CvT README"),
+    "cyclemlp_b1": (78.9, "ShoufaChen/CycleMLP README"),
+    "as_mlp_tiny": (81.3, "svip-lab/AS-MLP README"),
     "biformer_tiny": (81.4, "rayleizhu/BiFormer README"),
     "litv2_small": (82.0, "ziplab/LITv2 README"),
     "deit_small_skipat_patch16_224": (80.0, "Qualcomm-AI-research/skip-attention README"),
