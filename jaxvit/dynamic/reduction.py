@@ -1,12 +1,14 @@
 """A ViT's `reduction=dict(kind=..., ...)` as per-block `Block` fields, the same keep counts at every call:
 static shapes (DESIGN.md, dynamic networks). Errors name the key and what is accepted."""
 
-from jaxvit.dynamic import dynamicvit, evit, tome
+from jaxvit.dynamic import ats, dynamicvit, evit, tome
 
 # reduction kind -> (accepted keys, required keys)
 REDUCTIONS = {"tome": (("r", "prop_attn", "trace_source"), ("r",)),
               "evit": (("keep_rate", "locations", "fuse_token"), ()),
-              "dynamicvit": (("keep_rate", "locations"), ())}
+              "dynamicvit": (("keep_rate", "locations"), ()),
+              "ats": (("n_tokens", "locations"), ()),
+              "patch_merger": (("tokens", "location"), ())}
 
 
 def encoder_reduction(model) -> dict:
@@ -27,9 +29,18 @@ def encoder_reduction(model) -> dict:
     blocks = [dict(merge_r=r, prop_attn=bool(cfg.get("prop_attn", True)),
                    protected=(model.class_token, model.dist_token)) for r in tome.parse_r(model.depth, cfg["r"])]
     return dict(kind=kind, blocks=tuple(blocks), trace_source=bool(cfg.get("trace_source", False)))
+  if kind == "patch_merger":
+    return _patch_merger(model, cfg)
   if not model.class_token or model.num_prefix_tokens != 1:
     raise ValueError(f"{type(model).__name__}: reduction kind={kind!r} needs exactly one prefix token, the class "
                      f"token (class_token=True, no distillation or register tokens)")
+  if kind == "ats":
+    if model.global_pool != "token":
+      raise ValueError(f"{type(model).__name__}: reduction kind='ats' needs global_pool='token' (got "
+                       f"{model.global_pool!r}): the padded tokens would enter the pooling")
+    locations = _locations(model, cfg.get("locations", ats.DEFAULT_LOCATIONS))
+    plan = ats.plan(model.grid[0] * model.grid[1] + 1, model.depth, cfg.get("n_tokens", 1.0), locations)
+    return dict(kind=kind, locations=locations, blocks=tuple(dict(ats_tokens=k, ats_samples=s) for k, s in plan))
   if kind == "dynamicvit":
     locations = tuple(cfg.get("locations", (3, 6, 9)))
     if any(not 0 <= i < model.depth for i in locations) or list(locations) != sorted(set(locations)):
@@ -44,3 +55,28 @@ def encoder_reduction(model) -> dict:
                           cfg.get("keep_rate", 0.7), cfg.get("locations", (3, 6, 9)), fuse)
   return dict(kind=kind, blocks=tuple(dict(keep_tokens=k, fuse_token=fuse) for k in keep))
 
+
+
+def _locations(model, locations) -> tuple:
+  locations = tuple(locations)
+  if any(not isinstance(i, int) or not 0 <= i < model.depth for i in locations) or \
+      list(locations) != sorted(set(locations)):
+    raise ValueError(f"{type(model).__name__}: reduction locations={locations}; accepted: increasing blocks "
+                     f"0..{model.depth - 1}")
+  return locations
+
+
+def _patch_merger(model, cfg) -> dict:
+  """PatchMerger before block `location` (default depth // 2), `tokens` M (default 8) out."""
+  name = type(model).__name__
+  if model.num_prefix_tokens:
+    raise ValueError(f"{name}: reduction kind='patch_merger' needs class_token=False and global_pool='avg' "
+                     f"(the paper pools by average; merged tokens have no class token)")
+  location, tokens = cfg.get("location", model.depth // 2), cfg.get("tokens", 8)
+  if not isinstance(location, int) or not 0 <= location < model.depth:
+    raise ValueError(f"{name}: reduction location={location!r}; accepted: a block 0..{model.depth - 1} (the "
+                     f"merger runs before it)")
+  n = model.grid[0] * model.grid[1]
+  if not isinstance(tokens, int) or not 1 <= tokens <= n:
+    raise ValueError(f"{name}: reduction tokens={tokens!r}; accepted: an int in 1..{n} (the patch count)")
+  return dict(kind="patch_merger", location=location, tokens=tokens, blocks=({},) * model.depth)

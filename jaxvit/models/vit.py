@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxvit import layers
-from jaxvit.dynamic import dynamicvit, evit, exits, reduction as reduction_lib, tome
+from jaxvit.dynamic import ats, dynamicvit, evit, exits, patch_merger, reduction as reduction_lib, tome
 from jaxvit.layers.token_mixer import GRID_MIXERS, MIXERS, TokenMixer
 from jaxvit.registry import IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD, register_variant
 
@@ -39,6 +39,8 @@ class Block(nn.Module):
   protected: tuple = (True, False)  # (class token, distillation token): never merged
   keep_tokens: int = 0  # EViT: non-class tokens kept between attention and MLP (jaxvit.dynamic.evit)
   fuse_token: bool = False  # EViT: the others fused into one token
+  ats_tokens: int = 0  # ATS: tokens out of this block, K (jaxvit.dynamic.ats); ats_samples: its y values
+  ats_samples: int = 0
   rope: str = ""  # rotary position embedding of the patches' queries and keys: "", or one of layers.ROPES
   rope_theta: float = 100.0
   grid: tuple = ()  # the patch grid (h, w) RoPE rotates by and grid mixers mix over
@@ -52,12 +54,18 @@ class Block(nn.Module):
     `aux`; `policy` `[B, N]` masks attention keys (DynamicViT's training)."""
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     bias = jnp.log(size[..., 0]) if self.prop_attn and size is not None else None
-    attention = layers.Attention(self.num_heads, self.qkv_bias, self.attn_drop_rate, self.proj_drop_rate,
-                                 self.return_attention, self.merge_r > 0, self.keep_tokens > 0, name="attn", **kw)
+    if self.ats_tokens:
+      attention = ats.AdaptiveTokenSampler(self.num_heads, self.ats_tokens, self.ats_samples, self.qkv_bias,
+                                           self.proj_drop_rate, name="attn", **kw)
+    else:
+      attention = layers.Attention(self.num_heads, self.qkv_bias, self.attn_drop_rate, self.proj_drop_rate,
+                                   self.return_attention, self.merge_r > 0, self.keep_tokens > 0, name="attn", **kw)
     rope = layers.RotaryEmbedding(self.rope, self.grid, self.num_heads, x.shape[-1] // self.num_heads,
                                   self.rope_theta, self.param_dtype, name="rope")() if self.rope else None
     normed = layers.layer_norm(self.norm_eps, name="norm1", **kw)(x)
-    if self.mixer == "attention":
+    if self.ats_tokens:
+      y, x, policy, aux = attention(normed, x, policy, train=self.train)  # x: the sampled raw tokens
+    elif self.mixer == "attention":
       y, aux = attention(normed, train=self.train, bias=bias, policy=policy, rope=rope)
     else:
       y, aux = TokenMixer(self.mixer, self.grid, self.num_heads, self.proj_drop_rate, name="token_mixer", **kw)(
@@ -123,6 +131,8 @@ class Encoder(nn.Module):
         decision = jnp.ones(x.shape[:2] + (1,), x.dtype)[:, 1:]  # kept patch tokens (prev_decision)
         policy = jnp.ones(x.shape[:2], x.dtype) if self.train else None
       for i in range(*(self.span or (0, self.depth))):
+        if red.get("kind") == "patch_merger" and i == red["location"]:
+          x = patch_merger.PatchMerger(red["tokens"], name="patch_merger")(x)
         per_block = dict(red["blocks"][i]) if red else {}
         keep = per_block.pop("prune_keep", 0)
         if keep:
@@ -131,6 +141,10 @@ class Encoder(nn.Module):
         x, aux = block_cls(train=self.train, name=f"blocks_{i}", **self.block, **per_block)(x, float(rates[i]), size,
                                                                                             source, policy)
         size, source = aux.get("size", size), aux.get("source", source)
+        if red.get("kind") == "ats" and "policy" in aux:  # later blocks mask the padding (ATS); it stays zero
+          policy = aux["policy"]
+        if red.get("kind") == "ats" and policy is not None:
+          x = aux["tokens"] = x * policy[..., None]
         for key, value in aux.items():
           out[f"{'block' if key == 'tokens' else key}{i}"] = value
     return x, out
@@ -251,7 +265,8 @@ class VisionTransformer(nn.Module):
   @property
   def reduction_params(self) -> tuple[str, ...]:
     """Path prefixes of parameters the reduction adds (a pretrained ViT has none: they start from init)."""
-    return ("encoder/score_predictor_",) if self.reduction and self.reduction.get("kind") == "dynamicvit" else ()
+    kind = self.reduction.get("kind") if self.reduction else None
+    return {"dynamicvit": ("encoder/score_predictor_",), "patch_merger": ("encoder/patch_merger",)}.get(kind, ())
 
   def _reduction_config(self) -> Optional[dict]:
     """The encoder's per-block token reduction from `reduction` (`jaxvit.dynamic.reduction`)."""

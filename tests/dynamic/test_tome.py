@@ -105,7 +105,7 @@ def test_tome_trains_under_jit_with_static_shapes():
 
 
 @pytest.mark.parametrize("reduction,overrides,match", [
-    (dict(kind="tokenlearner", r=1), {}, "reduction kind='tokenlearner'; accepted: \\('tome', 'evit', 'dynamicvit'\\)"),
+    (dict(kind="tokenlearner", r=1), {}, "reduction kind='tokenlearner'; accepted: \\('tome', 'evit', 'dynamicvit', 'ats', 'patch_merger'"),
     (dict(kind="tome"), {}, "needs \\['r'\\] .* \\(got no r\\)"),
     (dict(kind="tome", r=2, ratio=0.5), {}, "got \\['ratio'\\]"),
     (dict(kind="tome", r=2), dict(scan=True), "token reduction needs scan=False"),
