@@ -1,5 +1,6 @@
 """Token reduction on `digits` in a few minutes (the quick dynamic-networks recipe): the default
-config's ViT with a class token, 16 patches, trained with `kind=` tome, evit or dynamicvit.
+config's ViT with a class token, 16 patches, trained with `kind=` tome, evit, dynamicvit, ats, patch_merger or
+evo_vit (Evo-ViT: 8 of the 16 patch tokens run blocks 1 and 2, 3; the official average-pool head).
 
   python -m jaxvit.main --config=configs/dynamic_digits.py:kind=none --workdir=runs/dyn_none
   python -m jaxvit.main --config=configs/dynamic_digits.py:kind=tome --workdir=runs/dyn_tome
@@ -34,7 +35,8 @@ REDUCTIONS = {"none": None, "tome": dict(kind="tome", r=2),
               "evit": dict(kind="evit", keep_rate=0.7, locations=(1, 2), fuse_token=True),
               "dynamicvit": dict(kind="dynamicvit", keep_rate=0.7, locations=(1, 2)),
               "ats": dict(kind="ats", n_tokens=9, locations=(1, 2)),
-              "patch_merger": dict(kind="patch_merger", tokens=8, location=2)}
+              "patch_merger": dict(kind="patch_merger", tokens=8, location=2),
+              "evo_vit": dict(kind="evo_vit", keep_rate=0.5, stages=((1, 2), (2, 4)))}
 
 
 def get_config(arg=None):
@@ -47,6 +49,8 @@ def get_config(arg=None):
   c.model.overrides.update(class_token=True, global_pool="token", reduction=REDUCTIONS.get(arg.kind))
   if arg.kind == "patch_merger":  # the paper's models: no class token, global average pooling
     c.model.overrides.update(class_token=False, global_pool="avg")
+  if arg.kind == "evo_vit":  # the official head: the average of all patch tokens, then LayerNorm
+    c.model.overrides.update(global_pool="avg", fc_norm=True)
   if arg.kind == "cf_vit":
     c.model.name = "cf_deit_small_224"
     c.model.overrides.update(coarse_size=4, ema_blocks=(1, 2, 3), reduction=None)

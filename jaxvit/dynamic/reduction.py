@@ -1,14 +1,15 @@
 """A ViT's `reduction=dict(kind=..., ...)` as per-block `Block` fields, the same keep counts at every call:
 static shapes (DESIGN.md, dynamic networks). Errors name the key and what is accepted."""
 
-from jaxvit.dynamic import ats, dynamicvit, evit, tome
+from jaxvit.dynamic import ats, dynamicvit, evit, evo_vit, tome
 
 # reduction kind -> (accepted keys, required keys)
 REDUCTIONS = {"tome": (("r", "prop_attn", "trace_source"), ("r",)),
               "evit": (("keep_rate", "locations", "fuse_token"), ()),
               "dynamicvit": (("keep_rate", "locations"), ()),
               "ats": (("n_tokens", "locations"), ()),
-              "patch_merger": (("tokens", "location"), ())}
+              "patch_merger": (("tokens", "location"), ()),
+              "evo_vit": (("keep_rate", "stages", "tradeoff"), ())}
 
 
 def encoder_reduction(model) -> dict:
@@ -34,6 +35,9 @@ def encoder_reduction(model) -> dict:
   if not model.class_token or model.num_prefix_tokens != 1:
     raise ValueError(f"{type(model).__name__}: reduction kind={kind!r} needs exactly one prefix token, the class "
                      f"token (class_token=True, no distillation or register tokens)")
+  if kind == "evo_vit":
+    return dict(kind=kind, blocks=tuple(dict(cls_attention=True) for _ in range(model.depth)),
+                **evo_vit.plan(model, cfg))
   if kind == "ats":
     if model.global_pool != "token":
       raise ValueError(f"{type(model).__name__}: reduction kind='ats' needs global_pool='token' (got "

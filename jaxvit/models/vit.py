@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxvit import layers
-from jaxvit.dynamic import ats, dynamicvit, evit, exits, patch_merger, reduction as reduction_lib, tome
+from jaxvit.dynamic import ats, dynamicvit, evit, evo_vit, exits, patch_merger, reduction as reduction_lib, tome
 from jaxvit.layers.token_mixer import GRID_MIXERS, MIXERS, TokenMixer
 from jaxvit.registry import IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD, register_variant
 
@@ -39,6 +39,7 @@ class Block(nn.Module):
   protected: tuple = (True, False)  # (class token, distillation token): never merged
   keep_tokens: int = 0  # EViT: non-class tokens kept between attention and MLP (jaxvit.dynamic.evit)
   fuse_token: bool = False  # EViT: the others fused into one token
+  cls_attention: bool = False  # Evo-ViT: the class token's head-averaged attention in aux["cls_attn"]
   ats_tokens: int = 0  # ATS: tokens out of this block, K (jaxvit.dynamic.ats); ats_samples: its y values
   ats_samples: int = 0
   rope: str = ""  # rotary position embedding of the patches' queries and keys: "", or one of layers.ROPES
@@ -59,7 +60,8 @@ class Block(nn.Module):
                                            self.proj_drop_rate, name="attn", **kw)
     else:
       attention = layers.Attention(self.num_heads, self.qkv_bias, self.attn_drop_rate, self.proj_drop_rate,
-                                   self.return_attention, self.merge_r > 0, self.keep_tokens > 0, name="attn", **kw)
+                                   self.return_attention, self.merge_r > 0, self.keep_tokens > 0 or self.cls_attention,
+                                   name="attn", **kw)
     rope = layers.RotaryEmbedding(self.rope, self.grid, self.num_heads, x.shape[-1] // self.num_heads,
                                   self.rope_theta, self.param_dtype, name="rope")() if self.rope else None
     normed = layers.layer_norm(self.norm_eps, name="norm1", **kw)(x)
@@ -130,7 +132,10 @@ class Encoder(nn.Module):
       if red.get("kind") == "dynamicvit":
         decision = jnp.ones(x.shape[:2] + (1,), x.dtype)[:, 1:]  # kept patch tokens (prev_decision)
         policy = jnp.ones(x.shape[:2], x.dtype) if self.train else None
+      ranking = placeholders = None  # Evo-ViT's global class attention and waiting tokens
       for i in range(*(self.span or (0, self.depth))):
+        if red.get("kind") == "evo_vit" and i in red["starts"]:
+          x, placeholders, ranking = evo_vit.select(x, ranking, red["starts"][i])
         if red.get("kind") == "patch_merger" and i == red["location"]:
           x = patch_merger.PatchMerger(red["tokens"], name="patch_merger")(x)
         per_block = dict(red["blocks"][i]) if red else {}
@@ -141,6 +146,10 @@ class Encoder(nn.Module):
         x, aux = block_cls(train=self.train, name=f"blocks_{i}", **self.block, **per_block)(x, float(rates[i]), size,
                                                                                             source, policy)
         size, source = aux.get("size", size), aux.get("source", source)
+        if red.get("kind") == "evo_vit":
+          ranking = evo_vit.update(ranking, aux.pop("cls_attn"), red["tradeoff"][i])
+          if i in red["ends"]:
+            x = aux["tokens"] = jnp.concatenate([x, placeholders], axis=1)
         if red.get("kind") == "ats" and "policy" in aux:  # later blocks mask the padding (ATS); it stays zero
           policy = aux["policy"]
         if red.get("kind") == "ats" and policy is not None:

@@ -14,7 +14,8 @@ def unpruned(tmp_path_factory, data_dir):
   return workdir, train_and_evaluate(config, workdir)
 
 
-@pytest.mark.parametrize("kind", ["tome", "evit", "dynamicvit", "exits", "ats", "patch_merger"])
+@pytest.mark.parametrize("kind", ["tome", "evit", "dynamicvit", "exits", "ats", "patch_merger",
+                                  "evo_vit"])
 def test_each_reduction_learns_digits(unpruned, data_dir, tmp_path, capsys, kind):
   from configs import dynamic_digits
   workdir, baseline = unpruned
