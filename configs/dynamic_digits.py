@@ -1,6 +1,6 @@
 """Token reduction on `digits` in a few minutes (the quick dynamic-networks recipe): the default
 config's ViT with a class token, 16 patches, trained with `kind=` tome, evit, dynamicvit, ats, patch_merger or
-evo_vit (Evo-ViT: 8 of the 16 patch tokens run blocks 1 and 2, 3; the official average-pool head).
+evo_vit (Evo-ViT: 8 of the 16 patch tokens run block 1, re-ranked 8 run blocks 2-3; the official average-pool head).
 
   python -m jaxvit.main --config=configs/dynamic_digits.py:kind=none --workdir=runs/dyn_none
   python -m jaxvit.main --config=configs/dynamic_digits.py:kind=tome --workdir=runs/dyn_tome

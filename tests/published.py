@@ -244,6 +244,17 @@ PUBLISHED = {
     # alpha; no published number)
     "deit_small_revit_patch16_224": (22.05, 4.61),
     "revit_base_patch16_224": (86.57, 17.49),
+    # zoo: pvt
+    # PVT v1: whai362/PVT classification/pvt.py (branch v2 @57e2dfaa5a46f9050d76f306a4fcd9a7c061f520), torch
+    # sum(p.numel()) and fvcore GMACs at 224, equal to the unit (fvcore's 4 per element of the identity bilinear
+    # resizes of pos_embed2-4, 7.5e-4 GMACs, included: without them pvt_medium would round to 6.68). README / paper:
+    # 13.2M / 1.9G, 24.5M / 3.8G, 44.2M / 6.7G, 61.4M / 9.8G ("GFLOPs" = MACs), all these rounded except Large's
+    # 9.8 for 9.85 (truncated?); the repo's get_flops.py formula for attention's products (no class token) gives 3e-4
+    # GMACs less, still 9.85, so the paper's 9.8 is not reproduced
+    "pvt_tiny": (13.23, 1.94),
+    "pvt_small": (24.49, 3.83),
+    "pvt_medium": (44.21, 6.69),
+    "pvt_large": (61.37, 9.85),
     # zoo: biformer
     # BiFormer: rayleizhu/BiFormer models/biformer.py + ops/bra_legacy.py @1697bbbeafb8680524898f1dcaac10defd0604be,
     # torch sum(p.numel()) and fvcore GMACs at 224 (equal to the last digit: 13142760 / 2228044160 for T); README
@@ -260,26 +271,6 @@ PUBLISHED = {
     "litv2_small": (27.84, 3.74),
     "litv2_medium": (48.83, 7.48),
     "litv2_base": (86.52, 13.2),
-    # zoo: pvt
-    # PVT v1: whai362/PVT classification/pvt.py (branch v2 @57e2dfaa5a46f9050d76f306a4fcd9a7c061f520), torch
-    # sum(p.numel()) and fvcore GMACs at 224, equal to the unit (fvcore's 4 per element of the identity bilinear
-    # resizes of pos_embed2-4, 7.5e-4 GMACs, included: without them pvt_medium would round to 6.68). README / paper:
-    # 13.2M / 1.9G, 24.5M / 3.8G, 44.2M / 6.7G, 61.4M / 9.8G ("GFLOPs" = MACs), all these rounded except Large's
-    # 9.8 for 9.85 (truncated?); the repo's get_flops.py formula for attention's products (no class token) gives 3e-4
-    # GMACs less, still 9.85, so the paper's 9.8 is not reproduced
-    "pvt_tiny": (13.23, 1.94),
-    "pvt_small": (24.49, 3.83),
-    "pvt_medium": (44.21, 6.69),
-    "pvt_large": (61.37, 9.85),
-    # zoo: cvt
-    # CvT: microsoft/CvT lib/models/cls_cvt.py + experiments/imagenet/cvt/*.yaml @ f851e68 (f851e681966390779b7138
-    # 0d2600b52360ff4fe1); params = official sum(p.numel()) exactly, GMACs = fvcore on the official model at 2
-    # decimals (README: 20M / 4.5G, 16.3G; 32M / 7.1G, 24.9G; W24 277M / 193.2G: fvcore gives 194.49 for W24).
-    "cvt_13_224": (20.00, 4.58),
-    "cvt_13_384": (20.00, 16.32),
-    "cvt_21_224": (31.62, 7.21),
-    "cvt_21_384": (31.62, 24.93),
-    "cvt_w24_384": (277.20, 194.49),
     # zoo: cyclemlp
     # CycleMLP: ShoufaChen/CycleMLP cycle_mlp.py @4e062a03e875d8dc4fbdd5dec96a918494705d38, torch sum(p.numel()) (the
     # fixed `offset` buffers are not parameters) and the repo's `main.py --flops` count: fvcore with
@@ -298,4 +289,32 @@ PUBLISHED = {
     "as_mlp_tiny": (28.28, 4.38),
     "as_mlp_small": (49.59, 8.56),
     "as_mlp_base": (87.75, 15.19),
+    # zoo: s2_mlp
+    # S2-MLP / S2-MLPv2: no official code (Baidu); jaxvit's sum of parameters and count_macs at 224 (patch embeddings,
+    # linears, LayerNorms; the shifts and split attention's weighting are free). Sources: S2-MLP (arXiv:2106.07477)
+    # Sec. 3 / Fig. 1 / Algorithm 1 and its Table (patch 16, hidden 768 / 384, depth 12 / 36, ratio 4: 71M / 14.0B,
+    # 51M / 10.5B FLOPs = MACs); S2-MLPv2 (arXiv:2108.01072) Sec. 3 (3C expansion, shifts S1 / S2 / identity,
+    # split attention) and its Table (Small 25M / 6.9B, Medium 55M / 16.3B); unstated details from the unofficial
+    # liuruiyang98/Jittor-MLP models_pytorch/s2_mlp_v1.py, s2_mlp_v2.py @5e27ae3 (LN eps 1e-5, biases, stride-2
+    # convolution merging between v2 stages, no final norm, split attention without biases and summed, k-major),
+    # whose logits jaxvit matches (tests/models/test_s2_mlp.py). v2's stage widths / depths are ViP-Small/7 and
+    # ViP-Medium/7's (houqb/VisionPermutator models/vip.py), the pyramid the v2 paper says it adopts; its split
+    # attention hidden width C/4 (ViP's reweight MLP; Jittor-MLP uses C, giving 31.75M / 70.01M) reproduces both v2
+    # counts. Residual gap: S2-MLP's FLOPs match (14.01, 10.49) but its parameters do not: the paper's architecture
+    # gives 72.24M / 53.92M (the Jittor-MLP model counts the same), not 71M / 51M. A block-level change would move
+    # the FLOPs; leaving out the FLOP-cheap patch embedding and head gives 70.88M (~71M) for wide but 53.24M for
+    # deep, so no one counting convention explains both: the paper's parameter column is taken as miscounted
+    "s2mlp_wide_224": (72.24, 14.01),
+    "s2mlp_deep_224": (53.92, 10.49),
+    "s2mlpv2_small_224": (25.11, 6.93),
+    "s2mlpv2_medium_224": (55.27, 16.34),
+    # zoo: cvt
+    # CvT: microsoft/CvT lib/models/cls_cvt.py + experiments/imagenet/cvt/*.yaml @ f851e68 (f851e681966390779b7138
+    # 0d2600b52360ff4fe1); params = official sum(p.numel()) exactly, GMACs = fvcore on the official model at 2
+    # decimals (README: 20M / 4.5G, 16.3G; 32M / 7.1G, 24.9G; W24 277M / 193.2G: fvcore gives 194.49 for W24).
+    "cvt_13_224": (20.00, 4.58),
+    "cvt_13_384": (20.00, 16.32),
+    "cvt_21_224": (31.62, 7.21),
+    "cvt_21_384": (31.62, 24.93),
+    "cvt_w24_384": (277.20, 194.49),
 }

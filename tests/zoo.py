@@ -24,6 +24,7 @@ SIZE_FIELDS = {"embed_dim", "depth", "num_heads", "mlp_ratio", "num_classes",
                "pixel", "step_stride", "step_dilation",  # Hire-MLP's region sizes and shifts
                "coarse_size", "keep_ratio", "ema_blocks",  # CF-ViT
                "qk_dims", "head_dim", "n_win", "topks",  # BiFormer (region counts; routed / global stages)
+               "patch_sizes", "split_hidden_ratio",  # S2-MLP / S2-MLPv2 (and embed_dims, depths, mlp_ratios)
                # zoo: family size fields
                }
 
@@ -106,6 +107,9 @@ SMALL = {
     # CycleMLP: 32 px (stage maps 8 ... 1) and one block per stage (all alike); AS-MLP: 32 px, one block per stage
     "CycleNet": lambda m: m.clone(img_size=32, depths=(1,) * len(m.depths)),
     "ASMLP": lambda m: m.clone(img_size=32, depths=(1,) * len(m.depths)),
+    # S2-MLP / S2-MLPv2: a 2x2 map after the last patch embedding (32 px; v2 28 px: 4x4 then 2x2) and one block
+    # per stage (all blocks of a stage are alike)
+    "S2MLP": lambda m: m.clone(img_size=2 * m.total_stride, depths=(1,) * len(m.depths)),
     # CvT: 32 px (stage maps 8, 4, 2; k / v 4, 2, 1) and one block per stage (the class token in the last)
     "CvT": lambda m: m.clone(img_size=32, depths=(1,) * len(m.depths)),
     # zoo: family small variants
