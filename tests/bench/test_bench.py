@@ -39,7 +39,7 @@ def test_count_macs_refuses_scan():
 
 
 def test_benchmark_rows_and_table():
-  rows = benchmark(["deit_tiny_*"], batch=8, img_size=32, runs=1, matmul_n=256, log=lambda _: None)
+  rows = benchmark(["deit_tiny_[dp]*"], batch=8, img_size=32, runs=1, matmul_n=256, log=lambda _: None)
   assert [r["model"] for r in rows] == ["deit_tiny_distilled_patch16_224", "deit_tiny_patch16_224"]
   row = rows[1]
   assert row["devices"] == jax.local_device_count() == 8
