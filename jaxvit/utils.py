@@ -35,6 +35,18 @@ def config_error(module, field: str, value, accepted) -> ValueError:
   return ValueError(f"{type(module).__name__}: {field}={value!r}; accepted: {accepted}")
 
 
+def check_stages(module, fields) -> int:
+  """Raises `config_error` unless the module's `depths` are stage depths >= 1 and each of its per-stage `fields` has
+  one value per stage; returns the number of stages."""
+  n = len(module.depths)
+  if n < 1 or min(module.depths) < 1:
+    raise config_error(module, "depths", module.depths, "stage depths >= 1")
+  for field in fields:
+    if len(getattr(module, field)) != n:
+      raise config_error(module, field, getattr(module, field), f"{n} values, one per stage (len(depths))")
+  return n
+
+
 def check_rates(module, fields):
   """Raises `config_error` for any of the module's rate `fields` (dropout, drop path) outside [0, 1)."""
   for field in fields:

@@ -27,7 +27,7 @@ def test_print_commands_checks_every_cell_first(capsys, monkeypatch):
       f"python -m jaxvit.main --config={CONFIG}:steps=50,mixer={m} --workdir=w/mixer_{m}" for m in ("mlp", "additive")]
   with pytest.raises(SystemExit, match="mixer='conv'; accepted: \\('attention', 'mlp'"):
     sweep.main([CONFIG, "--grid", "mixer=mlp,conv", "--print-commands"])
-  with pytest.raises(SystemExit, match="pos_embed='rope_axial'; accepted: no RoPE with mixer='pooling'"):
+  with pytest.raises(SystemExit, match="pos_embed='rope_axial'; accepted: no RoPE, LRPE or FIRE with mixer='pooling'"):
     sweep.main([CONFIG, "--grid", "mixer=pooling", "pos_embed=rope_axial", "--print-commands"])
 
 

@@ -29,7 +29,7 @@ from jaxvit.layers.init import layer_norm
 from jaxvit.layers.mlp import gelu
 from jaxvit.layers.patch_embed import PatchEmbed
 from jaxvit.registry import register_variant
-from jaxvit.utils import check_rates, config_error
+from jaxvit.utils import check_rates, check_stages, config_error
 
 
 class Block(nn.Module):
@@ -133,12 +133,7 @@ class LITv2(nn.Module):
 
   def validate(self):
     """Raises a ValueError naming the field for an inconsistent configuration."""
-    n = len(self.depths)
-    if n < 1 or min(self.depths) < 1:
-      raise config_error(self, "depths", self.depths, "stage depths >= 1")
-    for field in ("num_heads", "local_ws"):
-      if len(getattr(self, field)) != n:
-        raise config_error(self, field, getattr(self, field), f"{n} values, one per stage (len(depths))")
+    n = check_stages(self, ("num_heads", "local_ws"))
     for i, heads in enumerate(self.num_heads):
       if (self.embed_dim * 2 ** i) % heads:
         raise config_error(self, "num_heads", self.num_heads, "divisors of the stage widths embed_dim * 2^i")

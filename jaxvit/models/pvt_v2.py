@@ -24,7 +24,7 @@ from jaxvit.layers.init import layer_norm
 from jaxvit.layers.overlap_patch_embed import OverlapPatchEmbed
 from jaxvit.layers.sr_attention import SpatialReductionAttention
 from jaxvit.registry import register_variant
-from jaxvit.utils import check_rates, config_error
+from jaxvit.utils import check_rates, check_stages, config_error
 
 
 class Block(nn.Module):
@@ -109,12 +109,7 @@ class PyramidVisionTransformerV2(nn.Module):
 
   def validate(self):
     """Raises a ValueError naming the field for an inconsistent configuration."""
-    n = len(self.depths)
-    if n < 1 or min(self.depths) < 1:
-      raise config_error(self, "depths", self.depths, "stage depths >= 1")
-    for field in ("embed_dims", "num_heads", "sr_ratios", "mlp_ratios"):
-      if len(getattr(self, field)) != n:
-        raise config_error(self, field, getattr(self, field), f"{n} values, one per stage (len(depths))")
+    check_stages(self, ("embed_dims", "num_heads", "sr_ratios", "mlp_ratios"))
     for dim, heads in zip(self.embed_dims, self.num_heads):
       if dim % heads:
         raise config_error(self, "num_heads", self.num_heads, f"divisors of embed_dims={self.embed_dims}")

@@ -27,7 +27,7 @@ from jaxvit.layers.patch_embed import PatchEmbed
 from jaxvit.layers.peg import PosConv
 from jaxvit.layers.sr_attention import SpatialReductionAttention
 from jaxvit.registry import register_variant
-from jaxvit.utils import check_rates, config_error
+from jaxvit.utils import check_rates, check_stages, config_error
 
 
 class PatchEmbedNorm(nn.Module):
@@ -105,13 +105,8 @@ class Twins(nn.Module):
 
   def validate(self):
     """Raises a ValueError naming the field for an inconsistent configuration."""
-    n = len(self.depths)
-    if n < 1 or min(self.depths) < 1:
-      raise config_error(self, "depths", self.depths, "stage depths >= 1")
     fields = ("embed_dims", "num_heads", "mlp_ratios", "sr_ratios") + (("wss",) if self.wss is not None else ())
-    for field in fields:
-      if len(getattr(self, field)) != n:
-        raise config_error(self, field, getattr(self, field), f"{n} values, one per stage (len(depths))")
+    n = check_stages(self, fields)
     for dim, heads in zip(self.embed_dims, self.num_heads):
       if dim % heads:
         raise config_error(self, "num_heads", self.num_heads, f"divisors of embed_dims={self.embed_dims}")

@@ -19,15 +19,11 @@ import jaxvit
 from jaxvit.convert.mapping import torch_to_flax_layout
 from jaxvit.layers.routing_attention import BiLevelRoutingAttention, from_regions, to_regions
 from jaxvit.models.biformer import BiFormer
+from fast_jit import jit_fast
 
-FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 OFFICIAL_REPO = "/work/.mirror/rayleizhu+BiFormer/repo"
 TINY = dict(num_classes=5, img_size=64, n_win=2, depths=(1, 2, 1, 1), embed_dims=(16, 32, 32, 32),
             mlp_ratios=(3, 3, 3, 3), head_dim=8, topks=(1, 2, 4, -2))
-
-
-def run(f, *args):
-  return jax.jit(f).lower(*args).compile(FAST_COMPILE)(*args)
 
 
 def random_variables(module, *inputs, scale=0.2):
@@ -84,7 +80,7 @@ def test_bra_matches_a_per_region_loop(topk):
   layer = BiLevelRoutingAttention(num_heads=2, n_win=2, topk=topk)
   x = np.random.RandomState(1).standard_normal((2, 6, 4, 8)).astype(np.float32)
   params = random_variables(layer, x, scale=0.5)["params"]
-  got = run(lambda p, x: layer.apply({"params": p}, x), params, x)
+  got = jit_fast(lambda p, x: layer.apply({"params": p}, x), params, x)
   expected = _naive_bra(jax.tree.map(np.float64, params), x.astype(np.float64), 2, topk, 2)
   np.testing.assert_allclose(np.asarray(got), expected, atol=1e-4)
 
@@ -106,7 +102,7 @@ def test_other_input_sizes_and_the_wrong_size_error():
   model.validate()
   images = jnp.ones((1, 32, 64, 3))
   variables = random_variables(model, images)
-  logits, out = run(lambda v, x: model.apply(v, x), variables, images)
+  logits, out = jit_fast(lambda v, x: model.apply(v, x), variables, images)
   assert logits.shape == (1, 5) and out["stage2"].shape == (1, 2, 4, 32) and out["stage3"].shape == (1, 1, 2, 32)
   with pytest.raises(ValueError, match="n_win"):  # unvalidated module: the layer names the field
     model.apply(variables, jnp.ones((1, 48, 48, 3)))
@@ -132,7 +128,7 @@ def test_bfloat16():
   model = CLONE.clone(dtype=jnp.bfloat16)
   images = jnp.asarray(np.random.RandomState(3).standard_normal((2, 32, 32, 3)), jnp.float32)
   variables = random_variables(model, images)
-  logits, out = run(lambda v, x: model.apply(v, x), variables, images)
+  logits, out = jit_fast(lambda v, x: model.apply(v, x), variables, images)
   assert logits.dtype == jnp.bfloat16 and out["stage2"].dtype == jnp.bfloat16
   assert bool(jnp.all(jnp.isfinite(logits.astype(jnp.float32))))
 
@@ -149,7 +145,7 @@ def test_a_training_step():
                                      rngs={"drop_path": jax.random.key(1)}, mutable=["batch_stats"])
     return jnp.mean(logits ** 2), state
 
-  grads, state = run(jax.grad(loss, has_aux=True), variables["params"], images)
+  grads, state = jit_fast(jax.grad(loss, has_aux=True), variables["params"], images)
   leaves = jax.tree.leaves(grads)
   assert all(bool(jnp.all(jnp.isfinite(g))) for g in leaves)
   assert float(jnp.abs(grads["stages_0_0"]["attn"]["qkv"]["kernel"]).sum()) > 0  # through the routed attention
@@ -216,5 +212,5 @@ def test_matches_the_official_model(tmp_path):
        for p, v in flat.items()}, sep="/")
   with torch.no_grad():
     expected = reference(torch.from_numpy(images.transpose(0, 3, 1, 2))).numpy()
-  logits, _ = run(lambda v, x: model.apply(v, x), variables, images)
+  logits, _ = jit_fast(lambda v, x: model.apply(v, x), variables, images)
   np.testing.assert_allclose(np.asarray(logits), expected, atol=1e-4 * max(1.0, np.abs(expected).max()))

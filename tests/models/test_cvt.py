@@ -18,14 +18,10 @@ import pytest
 import jaxvit
 from jaxvit.convert.mapping import torch_to_flax_layout
 from jaxvit.models.cvt import CvT
+from fast_jit import jit_fast
 
-FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 OFFICIAL_REPO = "/work/.mirror/microsoft+CvT/repo"
 TINY = dict(embed_dims=(8, 16, 24), depths=(1, 2, 1), num_heads=(1, 2, 3))
-
-
-def run(f, *args):
-  return jax.jit(f).lower(*args).compile(FAST_COMPILE)(*args)
 
 
 def shapes(model, images):
@@ -57,7 +53,7 @@ def test_other_input_sizes_and_outputs():
   for size in ((40, 56),):
     images = jnp.ones((2, *size, 3))
     variables = random_variables(model, images)
-    logits, out = run(lambda v, x: model.apply(v, x), variables, images)
+    logits, out = jit_fast(lambda v, x: model.apply(v, x), variables, images)
     h, w = -(-size[0] // 4), -(-size[1] // 4)
     assert logits.shape == (2, 3)
     assert out["stage0"].shape == (2, h, w, 8) and out["stage2"].shape == (2, -(-h // 4), -(-w // 4), 24)
@@ -77,7 +73,7 @@ def test_bfloat16_and_training_updates_batch_stats():
   model = CvT(num_classes=3, dtype=jnp.bfloat16, **TINY)
   images = jnp.asarray(np.random.RandomState(1).standard_normal((2, 32, 32, 3)), jnp.float32)
   variables = random_variables(model, images)
-  logits, _ = run(lambda v, x: model.apply(v, x), variables, images)
+  logits, _ = jit_fast(lambda v, x: model.apply(v, x), variables, images)
   assert logits.dtype == jnp.bfloat16 and bool(jnp.all(jnp.isfinite(logits.astype(jnp.float32))))
 
   model = CvT(num_classes=3, **TINY)
@@ -87,7 +83,7 @@ def test_bfloat16_and_training_updates_batch_stats():
                                    rngs={"dropout": jax.random.key(1), "drop_path": jax.random.key(2)})
     return jnp.mean(logits ** 2), new["batch_stats"]
 
-  grads, new_stats = run(lambda p, s, x: jax.grad(loss, has_aux=True)(p, s, x), variables["params"],
+  grads, new_stats = jit_fast(lambda p, s, x: jax.grad(loss, has_aux=True)(p, s, x), variables["params"],
                          variables["batch_stats"], images)
   assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads))
   assert float(jnp.abs(grads["stage0_blocks_0"]["attn"]["conv_proj_k"]["conv"]["kernel"]).sum()) > 0
@@ -160,5 +156,5 @@ def test_matches_the_official_model(tmp_path):
   variables = flax.traverse_util.unflatten_dict({p: convert(p, v) for p, v in flat.items()}, sep="/")
   with torch.no_grad():
     expected = reference(torch.from_numpy(images.transpose(0, 3, 1, 2))).numpy()
-  logits, _ = run(lambda v, x: model.apply(v, x), variables, images)
+  logits, _ = jit_fast(lambda v, x: model.apply(v, x), variables, images)
   np.testing.assert_allclose(np.asarray(logits), expected, atol=1e-4 * max(1.0, np.abs(expected).max()))

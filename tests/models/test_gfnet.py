@@ -9,8 +9,6 @@ import subprocess
 import sys
 
 import flax
-import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -19,20 +17,10 @@ import jaxvit
 from jaxvit.convert.mapping import torch_to_flax_layout
 from jaxvit.layers.global_filter import GlobalFilter, resize_global_filter
 from jaxvit.models.gfnet import GFNet, GFNetPyramid
+from fast_jit import jit_fast
+from numpy_params import random_params
 
-FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 OFFICIAL_REPO = "/work/.mirror/raoyongming+GFNet/repo"
-
-
-def run(f, *args):
-  """`jax.jit(f)(*args)` at XLA's cheapest compile (these small configs are compile-bound)."""
-  return jax.jit(f).lower(*args).compile(FAST_COMPILE)(*args)
-
-
-def random_params(module, *inputs, scale=0.2, **kwargs):
-  shapes = nn.meta.unbox(jax.eval_shape(lambda: module.init(jax.random.key(0), *inputs, **kwargs)))["params"]
-  rs = np.random.RandomState(0)
-  return jax.tree.map(lambda s: (scale * rs.standard_normal(s.shape)).astype(np.float32), shapes)
 
 
 def naive_global_filter(x, weight):
@@ -60,10 +48,10 @@ def test_global_filter_matches_naive_dft(grid):
   x = np.random.RandomState(1).standard_normal((2, *grid, 3)).astype(np.float32)
   layer = GlobalFilter()
   params = random_params(layer, x, scale=1.0)
-  got = np.asarray(run(lambda p, x: layer.apply({"params": p}, x), params, x))
+  got = np.asarray(jit_fast(lambda p, x: layer.apply({"params": p}, x), params, x))
   np.testing.assert_allclose(got, naive_global_filter(x.astype(np.float64), params["complex_weight"]), atol=2e-5)
   tokens = x.reshape(2, -1, 3)  # the same layer on a flat token sequence with its grid
-  got_tokens = run(lambda p, t: layer.apply({"params": p}, t, grid), params, tokens)
+  got_tokens = jit_fast(lambda p, t: layer.apply({"params": p}, t, grid), params, tokens)
   np.testing.assert_allclose(np.asarray(got_tokens).reshape(got.shape), got, atol=1e-6)
 
 
@@ -111,14 +99,14 @@ def test_other_input_sizes_and_the_wrong_size_error():
   images = jnp.ones((1, 32, 48, 3))
   params = random_params(model, images)
   assert params["blocks_0"]["filter"]["complex_weight"].shape == (2, 2, 8, 2)  # 2 x 3 grid
-  logits, out = run(lambda p, x: model.apply({"params": p}, x), params, images)
+  logits, out = jit_fast(lambda p, x: model.apply({"params": p}, x), params, images)
   assert logits.shape == (1, 3) and out["block0"].shape == (1, 6, 8)
   with pytest.raises(ValueError, match="img_size"):
     model.apply({"params": params}, jnp.ones((1, 48, 48, 3)))
   pyramid = GFNetPyramid(num_classes=3, img_size=64, embed_dims=(4, 8, 8, 8), depths=(1, 1, 1, 1))
   pyramid.validate()
   params = random_params(pyramid, jnp.ones((1, 64, 64, 3)))
-  _, out = run(lambda p, x: pyramid.apply({"params": p}, x), params, jnp.ones((1, 64, 64, 3)))
+  _, out = jit_fast(lambda p, x: pyramid.apply({"params": p}, x), params, jnp.ones((1, 64, 64, 3)))
   assert [out[f"stage{s}"].shape for s in range(4)] == [(1, 16, 16, 4), (1, 8, 8, 8), (1, 4, 4, 8), (1, 2, 2, 8)]
   assert params["blocks_3_0"]["filter"]["complex_weight"].shape == (2, 2, 8, 2)
 
@@ -140,7 +128,7 @@ def test_bfloat16():
                              dtype=jnp.bfloat16)):
     images = jnp.ones((1, 32, 32, 3))
     params = random_params(model, images)
-    logits, out = run(lambda p, x: model.apply({"params": p}, x), params, images)
+    logits, out = jit_fast(lambda p, x: model.apply({"params": p}, x), params, images)
     assert logits.dtype == jnp.bfloat16 and out["pre_logits"].dtype == jnp.bfloat16
     assert bool(jnp.all(jnp.isfinite(logits.astype(jnp.float32))))
 
@@ -201,5 +189,5 @@ def test_matches_the_official_model(tmp_path, pyramid):
        state[_official_name(p)].reshape(v.shape) for p, v in flat.items()}, sep="/")
   with torch.no_grad():
     expected = reference(torch.from_numpy(images.transpose(0, 3, 1, 2))).numpy()
-  logits, _ = run(lambda p, x: model.apply({"params": p}, x), params, images)
+  logits, _ = jit_fast(lambda p, x: model.apply({"params": p}, x), params, images)
   np.testing.assert_allclose(np.asarray(logits), expected, atol=1e-4 * max(1.0, np.abs(expected).max()))

@@ -21,15 +21,11 @@ from jaxvit.convert.mapping import torch_to_flax_layout
 from jaxvit.layers.deform_conv import DeformConv2d
 from jaxvit.layers.hilo_attention import HiLo
 from jaxvit.models.litv2 import LITv2
+from fast_jit import jit_fast
 
-FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 OFFICIAL_REPO = "/work/.mirror/ziplab+LITv2/repo"
 TINY = dict(num_classes=5, img_size=64, embed_dim=8, depths=(1, 2, 2, 1), num_heads=(1, 2, 4, 4))
 CLONE = LITv2(**{**TINY, "img_size": 32, "depths": (1, 1, 1, 1)})
-
-
-def run(f, *args):
-  return jax.jit(f).lower(*args).compile(FAST_COMPILE)(*args)
 
 
 def random_variables(module, *inputs, scale=0.2):
@@ -99,7 +95,7 @@ def test_other_input_sizes():
   model.validate()
   images = jnp.ones((1, 32, 64, 3))
   variables = random_variables(model, images)
-  logits, out = run(lambda v, x: model.apply(v, x), variables, images)
+  logits, out = jit_fast(lambda v, x: model.apply(v, x), variables, images)
   assert logits.shape == (1, 5) and out["stage2"].shape == (1, 2, 4, 32) and out["stage3"].shape == (1, 1, 2, 64)
 
 
@@ -117,7 +113,7 @@ def test_bfloat16():
   model = CLONE.clone(dtype=jnp.bfloat16)
   images = jnp.asarray(np.random.RandomState(3).standard_normal((2, 32, 32, 3)), jnp.float32)
   variables = random_variables(model, images)
-  logits, out = run(lambda v, x: model.apply(v, x), variables, images)
+  logits, out = jit_fast(lambda v, x: model.apply(v, x), variables, images)
   assert logits.dtype == jnp.bfloat16 and out["stage2"].dtype == jnp.bfloat16
   assert bool(jnp.all(jnp.isfinite(logits.astype(jnp.float32))))
 
@@ -134,7 +130,7 @@ def test_a_training_step():
                                      rngs={"drop_path": jax.random.key(1)}, mutable=["batch_stats"])
     return jnp.mean(logits ** 2), state
 
-  grads, state = run(jax.grad(loss, has_aux=True), variables["params"], images)
+  grads, state = jit_fast(jax.grad(loss, has_aux=True), variables["params"], images)
   assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads))
   assert float(jnp.abs(grads["layers_2"]["blocks_0"]["attn"]["h_qkv"]["kernel"]).sum()) > 0
   assert float(jnp.abs(grads["layers_0"]["downsample"]["dconv"]["conv_offset"]["kernel"]).sum()) > 0
@@ -219,5 +215,5 @@ def test_matches_the_official_model(tmp_path):
        for p, v in flat.items()}, sep="/")
   with torch.no_grad():
     expected = reference(torch.from_numpy(images.transpose(0, 3, 1, 2))).numpy()
-  logits, _ = run(lambda v, x: model.apply(v, x), variables, images)
+  logits, _ = jit_fast(lambda v, x: model.apply(v, x), variables, images)
   np.testing.assert_allclose(np.asarray(logits), expected, atol=1e-4 * max(1.0, np.abs(expected).max()))

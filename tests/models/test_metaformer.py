@@ -11,14 +11,7 @@ import pytest
 import jaxvit
 from jaxvit.convert.metaformer import timm_name
 from jaxvit.layers.pooling_mixer import pooling_mixer
-
-
-FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
-
-
-def run(f, *args):
-  """`jax.jit(f)(*args)` at XLA's cheapest compile (these small configs are compile-bound)."""
-  return jax.jit(f).lower(*args).compile(FAST_COMPILE)(*args)
+from fast_jit import jit_fast
 
 
 def random_params(model, x):
@@ -57,7 +50,7 @@ def test_any_input_size_gives_stage_maps(name, dtype):
   model = jaxvit.create_model(name, num_classes=0, depths=(1, 1, 1, 1), dtype=dtype)
   x = jnp.ones((2, 72, 40, 3))  # not the reference size, not square
   variables = random_params(model, x)
-  pooled, out = run(model.apply, variables, x)
+  pooled, out = jit_fast(model.apply, variables, x)
   # stem: 7x7 stride 4 padding 2; then 3x3 stride 2 padding 1 (rounds up)
   sizes = [(18, 10), (9, 5), (5, 3), (3, 2)]
   assert [out[f"stage{i}"].shape for i in range(4)] == [(2, h, w, c) for (h, w), c in zip(sizes, model.dims)]
@@ -98,7 +91,7 @@ def test_train_mode_drops_paths_per_example():
     rngs = {"drop_path": jax.random.key(2), "dropout": jax.random.key(3)}
     return model.apply(variables, x)[1]["stage3"], model.apply(variables, x, train=True, rngs=rngs)[1]["stage3"]
 
-  evaluated, trained = run(both, random_params(model, x), x)
+  evaluated, trained = jit_fast(both, random_params(model, x), x)
   assert not np.allclose(evaluated, trained)
 
 

@@ -18,18 +18,13 @@ import jaxvit
 from jaxvit.bench.flops import count_macs
 from jaxvit.convert.mapping import convert_state_dict, default_timm_name
 from jaxvit.models.pvt import PyramidVisionTransformer, interpolate_bilinear
+from fast_jit import jit_fast
 
-FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 OFFICIAL_REPO = "/work/.mirror/whai362+PVT/repo"
 OFFICIAL_COMMIT = "57e2dfaa5a46f9050d76f306a4fcd9a7c061f520"  # branch v2, which holds classification/pvt.py
 # a narrow PVT: every code path of pvt_tiny (reduced attention in stages 1-3, the class token in stage 4)
 NARROW = dict(embed_dims=(16, 32, 40, 64), num_heads=(1, 2, 5, 8), mlp_ratios=(8, 8, 4, 4), depths=(1, 2, 1, 1),
               sr_ratios=(8, 4, 2, 1))
-
-
-def run(f, *args):
-  """`jax.jit(f)(*args)` at XLA's cheapest compile (these small configs are compile-bound)."""
-  return jax.jit(f).lower(*args).compile(FAST_COMPILE)(*args)
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +83,7 @@ def test_logits_match_official(official, img_size, input_hw):
   images = np.random.RandomState(1).standard_normal((2, *input_hw, 3)).astype(np.float32)
   with torch.no_grad():
     expected = reference(torch.from_numpy(images.transpose(0, 3, 1, 2))).numpy()
-  logits, out = run(lambda v, x: model.apply(v, x), variables, images)
+  logits, out = jit_fast(lambda v, x: model.apply(v, x), variables, images)
   assert np.abs(np.asarray(logits) - expected).max() <= 1e-4 * max(1.0, np.abs(expected).max())
   assert out["stage3"].shape == (2, input_hw[0] // 32, input_hw[1] // 32, 64)
 
@@ -169,7 +164,7 @@ def test_bfloat16():
   shapes = nn.meta.unbox(jax.eval_shape(lambda: model.init(jax.random.key(0), images)))["params"]
   rs = np.random.RandomState(0)
   params = jax.tree.map(lambda s: (0.1 * rs.standard_normal(s.shape)).astype(np.float32), shapes)
-  logits, out = run(lambda p, x: model.apply({"params": p}, x), params, images)
+  logits, out = jit_fast(lambda p, x: model.apply({"params": p}, x), params, images)
   assert logits.dtype == jnp.bfloat16 and out["pre_logits"].dtype == jnp.bfloat16
   assert [out[f"stage{k}"].shape[1:3] for k in range(4)] == [(12, 8), (6, 4), (3, 2), (1, 1)]
   assert np.all(np.isfinite(np.asarray(logits, np.float32)))

@@ -12,13 +12,7 @@ import pytest
 import jaxvit
 from jaxvit.convert.mapping import default_timm_name, torch_to_flax_layout
 from jaxvit.layers.sr_attention import SpatialReductionAttention, adaptive_avg_pool
-
-FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
-
-
-def run(f, *args):
-  """`jax.jit(f)(*args)` at XLA's cheapest compile (these small configs are compile-bound)."""
-  return jax.jit(f).lower(*args).compile(FAST_COMPILE)(*args)
+from fast_jit import jit_fast
 
 
 def params_from_torch(module, torch_module, *inputs):
@@ -60,7 +54,7 @@ def test_spatial_reduction_attention_matches_timm(sr_ratio, linear):
     expected = reference(torch.from_numpy(x.reshape(2, 99, 32)), (9, 11)).numpy().reshape(2, 9, 11, 32)
   layer = SpatialReductionAttention(4, sr_ratio, linear)
   params = params_from_torch(layer, reference, x)
-  np.testing.assert_allclose(run(lambda p, x: layer.apply({"params": p}, x, train=False), params, x), expected,
+  np.testing.assert_allclose(jit_fast(lambda p, x: layer.apply({"params": p}, x, train=False), params, x), expected,
                              atol=2e-5)
 
 
@@ -73,7 +67,7 @@ def test_non_square_odd_input_matches_timm():
   reference = perturbed("pvt_v2_b2_li", depths=(1, 2, 1, 1))
   model, variables = from_timm(reference, depths=(1, 2, 1, 1))
   images = np.random.RandomState(0).standard_normal((2, 72, 40, 3)).astype(np.float32)
-  logits, out = run(lambda v, x: model.apply(v, x), variables, images)
+  logits, out = jit_fast(lambda v, x: model.apply(v, x), variables, images)
   expected = timm_logits(reference, images)
   assert np.abs(np.asarray(logits) - expected).max() <= 1e-4 * max(1.0, np.abs(expected).max())
   assert [out[f"stage{i}"].shape[1:3] for i in range(4)] == [(18, 10), (9, 5), (5, 3), (3, 2)]
@@ -81,7 +75,7 @@ def test_non_square_odd_input_matches_timm():
 
 def test_bfloat16_stage_maps_and_features():
   model = jaxvit.create_model("pvt_v2_b0", num_classes=0, depths=(1, 1, 1, 1), img_size=64, dtype=jnp.bfloat16)
-  (pooled, out), _ = run(lambda x: model.init_with_output(jax.random.key(0), x), jnp.ones((2, 64, 64, 3)))
+  (pooled, out), _ = jit_fast(lambda x: model.init_with_output(jax.random.key(0), x), jnp.ones((2, 64, 64, 3)))
   assert [out[f"stage{i}"].shape for i in range(4)] == [(2, 16, 16, 32), (2, 8, 8, 64), (2, 4, 4, 160), (2, 2, 2, 256)]
   assert pooled.shape == (2, model.num_features) and pooled.dtype == jnp.bfloat16
   assert np.isfinite(np.asarray(pooled, np.float32)).all()

@@ -12,14 +12,7 @@ import jaxvit
 from jaxvit.bench.flops import jaxpr_macs
 from jaxvit.layers.additive_attention import EfficientAdditiveAttention
 from jaxvit.layers.depthwise_conv import depthwise_conv2d
-
-
-FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
-
-
-def run(f, *args):
-  """`jax.jit(f)(*args)` at XLA's cheapest compile (these small configs are compile-bound)."""
-  return jax.jit(f).lower(*args).compile(FAST_COMPILE)(*args)
+from fast_jit import jit_fast
 
 
 def random_variables(model, x):
@@ -85,7 +78,7 @@ def small():
 
 def test_logits_are_mean_of_class_and_distillation_heads(small):
   model, variables, x = small
-  logits, out = run(model.apply, variables, x)
+  logits, out = jit_fast(model.apply, variables, x)
   assert not np.allclose(out["logits_cls"], out["logits_dist"])
   np.testing.assert_allclose(logits, (out["logits_cls"] + out["logits_dist"]) / 2, atol=1e-6)
   assert logits.shape == (2, 4) and out["pre_logits"].shape == (2, model.num_features)
@@ -99,7 +92,7 @@ def test_train_mode_updates_batch_stats_and_eval_reads_them(small):
     _, new = model.apply(variables, x, train=True, mutable=["batch_stats"])
     return new, model.apply(variables, x)[0], model.apply({**variables, **new}, x)[0]
 
-  new, before, after = run(step, variables)
+  new, before, after = jit_fast(step, variables)
   assert jax.tree.structure(new["batch_stats"]) == jax.tree.structure(variables["batch_stats"])
   assert not np.allclose(new["batch_stats"]["stem_1"]["mean"], variables["batch_stats"]["stem_1"]["mean"])
   assert not np.allclose(before, after)
@@ -110,7 +103,7 @@ def test_any_input_size_gives_stage_maps_and_no_heads_without_classes(dtype):
   model = jaxvit.create_model("swiftformer_xs", num_classes=0, depths=(1, 1, 1, 2), dtype=dtype)
   x = jnp.ones((2, 72, 40, 3))
   variables = random_variables(model, x)
-  pooled, out = run(model.apply, variables, x)
+  pooled, out = jit_fast(model.apply, variables, x)
   sizes = [(18, 10), (9, 5), (5, 3), (3, 2)]  # stride-2 3x3 convs with padding 1 round up
   assert [out[f"stage{i}"].shape for i in range(4)] == [(2, h, w, c) for (h, w), c in zip(sizes, model.embed_dims)]
   assert pooled.dtype == dtype and np.array_equal(pooled, out["logits"])

@@ -3,7 +3,6 @@ reference, the PEG against a grouped convolution, SVT's LSA / GSA alternation, T
 against timm, bfloat16 and clear config errors."""
 
 import flax
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,19 +12,8 @@ import jaxvit
 from jaxvit.convert.mapping import default_timm_name, torch_to_flax_layout
 from jaxvit.layers.grouped_attention import LocallyGroupedAttention
 from jaxvit.layers.peg import PosConv
-
-FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
-
-
-def run(f, *args):
-  """`jax.jit(f)(*args)` at XLA's cheapest compile (these small configs are compile-bound)."""
-  return jax.jit(f).lower(*args).compile(FAST_COMPILE)(*args)
-
-
-def random_params(module, *inputs, **kwargs):
-  shapes = nn.meta.unbox(jax.eval_shape(lambda: module.init(jax.random.key(0), *inputs, **kwargs)))["params"]
-  rs = np.random.RandomState(0)
-  return jax.tree.map(lambda s: (0.2 * rs.standard_normal(s.shape)).astype(np.float32), shapes)
+from fast_jit import jit_fast
+from numpy_params import random_params
 
 
 def test_lsa_matches_timm_on_a_padded_map():
@@ -46,7 +34,7 @@ def test_lsa_matches_timm_on_a_padded_map():
   flat = flax.traverse_util.flatten_dict(random_params(layer, x, train=False), sep="/")
   params = flax.traverse_util.unflatten_dict(
       {p: torch_to_flax_layout(state[default_timm_name(p)], v.shape) for p, v in flat.items()}, sep="/")
-  np.testing.assert_allclose(run(lambda p, x: layer.apply({"params": p}, x, train=False), params, x), expected,
+  np.testing.assert_allclose(jit_fast(lambda p, x: layer.apply({"params": p}, x, train=False), params, x), expected,
                              atol=2e-5)
 
 
@@ -57,8 +45,8 @@ def test_lsa_windows_do_not_mix():
   params = random_params(layer, x, train=False)
   y = np.zeros_like(x)
   y[:, 7:, :7] = 1.0  # the bottom-left window
-  a, b = run(lambda p, x, y: (layer.apply({"params": p}, x, train=False), layer.apply({"params": p}, x + y,
-                                                                                      train=False)), params, x, y)
+  a, b = jit_fast(lambda p, x, y: (layer.apply({"params": p}, x, train=False),
+                                   layer.apply({"params": p}, x + y, train=False)), params, x, y)
   changed = np.abs(np.asarray(a) - np.asarray(b)).max(axis=-1)[0] > 1e-6
   expected = np.zeros((14, 14), bool)
   expected[7:, :7] = True
@@ -72,7 +60,7 @@ def test_peg_is_input_plus_depthwise_conv():
   kernel, bias = params["proj"]["kernel"], params["proj"]["bias"]
   conv = jax.lax.conv_general_dilated(x, kernel, (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC"),
                                       feature_group_count=8)
-  np.testing.assert_allclose(run(lambda p, x: peg.apply({"params": p}, x), params, x), x + conv + bias, atol=1e-5)
+  np.testing.assert_allclose(jit_fast(lambda p, x: peg.apply({"params": p}, x), params, x), x + conv + bias, atol=1e-5)
 
 
 def test_svt_alternates_lsa_and_gsa_and_pcpvt_uses_gsa():
@@ -94,7 +82,7 @@ def test_svt_at_another_resolution_matches_timm():
   model, variables = from_timm(reference, depths=(2, 2, 2, 2))
   assert model.img_size == (64, 64) and model.num_classes == 10
   images = np.random.RandomState(0).standard_normal((2, 64, 64, 3)).astype(np.float32)
-  logits, out = run(lambda v, x: model.apply(v, x), variables, images)
+  logits, out = jit_fast(lambda v, x: model.apply(v, x), variables, images)
   expected = timm_logits(reference, images)
   assert np.abs(np.asarray(logits) - expected).max() <= 1e-4 * max(1.0, np.abs(expected).max())
   assert [out[f"stage{i}"].shape[1:3] for i in range(4)] == [(16, 16), (8, 8), (4, 4), (2, 2)]
@@ -103,7 +91,7 @@ def test_svt_at_another_resolution_matches_timm():
 def test_bfloat16_runs():
   model = jaxvit.create_model("twins_svt_small", num_classes=3, depths=(2, 2, 2, 2), img_size=(64, 96),
                               dtype=jnp.bfloat16)
-  (logits, out), _ = run(lambda x: model.init_with_output(jax.random.key(0), x), jnp.ones((2, 64, 96, 3)))
+  (logits, out), _ = jit_fast(lambda x: model.init_with_output(jax.random.key(0), x), jnp.ones((2, 64, 96, 3)))
   assert logits.shape == (2, 3) and logits.dtype == jnp.bfloat16
   assert out["stage3"].shape == (2, 2, 3, 512) and np.isfinite(np.asarray(out["pre_logits"], np.float32)).all()
 
