@@ -207,43 +207,55 @@ def sweep(exit_logits: Sequence, final_logits, labels, macs: Sequence[float], ru
   return rows
 
 
+def exit_stages(model) -> list[tuple[Callable, Callable | None]]:
+  """The staged path's stages, one per exit then the final head: `(run, carry)`, `run(variables, inputs)` ->
+  `(that exit's logits, out)`, `carry(inputs, out)` -> the next stage's inputs for the same examples (None for the
+  last). A ViT's stage runs the blocks up to its exit (`span`) and carries the tokens; a model with stages of its
+  own gives them (`model.exit_stages()`: CF-ViT's coarse and fine stages)."""
+  if hasattr(model, "exit_stages"):
+    return model.exit_stages()
+  if getattr(model, "scan", False) or getattr(model, "reduction", None):
+    raise ValueError("the staged early-exit path needs scan=False and no token reduction")
+  blocks, _ = check_exits(model.exits, model.depth)
+  stops = list(blocks) + [model.depth - 1]
+  spans = [(0 if s == 0 else stops[s - 1] + 1, stops[s] + 1) for s in range(len(stops))]
+  run = lambda span: lambda variables, x: model.apply(variables, x, span=span)  # noqa: E731
+  return [(run(span), None if span[1] == model.depth else lambda x, out: out["tokens"]) for span in spans]
+
+
 class StagedEarlyExit:
-  """The real early-exit path: blocks run in stages, each ending at an exit, and only the examples whose rule
-  did not fire go on. The survivors are padded to the smallest of a few bucket sizes (`buckets`, fractions of the
-  batch), so each stage compiles at most `len(buckets)` times. `predict(images)` -> `(predictions, exit index)`,
-  the same as `exit_index` on a full forward pass gives.
+  """The real early-exit path: the model runs in stages (`exit_stages`), each ending at an exit, and only the
+  examples whose rule did not fire go on. The survivors (every input array of the next stage) are padded to the
+  smallest of a few bucket sizes (`buckets`, fractions of the batch), so each stage compiles at most `len(buckets)`
+  times. `predict(images)` -> `(predictions, exit index)`, the same as `exit_index` on a full forward pass gives.
   """
 
   def __init__(self, model, variables, rule: str, threshold: float, buckets=(0.25, 0.5, 1.0)):
     if rule not in RULES:
       raise ValueError(f"early-exit rule={rule!r}; accepted: {RULES}")
-    if getattr(model, "scan", False) or getattr(model, "reduction", None):
-      raise ValueError("the staged early-exit path needs scan=False and no token reduction")
-    blocks, _ = check_exits(model.exits, model.depth)
     self.model, self.variables, self.rule, self.threshold, self.buckets = model, variables, rule, threshold, buckets
-    self.stops = list(blocks) + [model.depth - 1]
+    self.stages = exit_stages(model)
     self.compiled = {}  # (stage, padded size) -> jitted stage
 
   def _stage(self, s: int, size: int):
     if (s, size) not in self.compiled:
-      span = (0 if s == 0 else self.stops[s - 1] + 1, self.stops[s] + 1)
-      self.compiled[s, size] = jax.jit(lambda v, x: self.model.apply(v, x, span=span))
+      self.compiled[s, size] = jax.jit(self.stages[s][0])
     return self.compiled[s, size]
 
   def predict(self, images):
-    n = images.shape[0]
+    n, last = images.shape[0], len(self.stages) - 1
     sizes = sorted({max(1, int(np.ceil(n * f))) for f in self.buckets} | {n})
-    preds, chosen = np.full(n, -1), np.full(n, len(self.stops) - 1)
+    preds, chosen = np.full(n, -1), np.full(n, last)
     alive, x = np.arange(n), np.asarray(images)
     streak, previous = np.zeros(n, int), np.full(n, -1)
-    for s in range(len(self.stops)):
+    for s, (_, carry) in enumerate(self.stages):
       m = len(alive)
       size = min(b for b in sizes if b >= m)
-      padded = np.concatenate([x, np.zeros((size - m,) + x.shape[1:], x.dtype)]) if size > m else x
-      logits, out = self._stage(s, size)(self.variables, padded)
+      pad = lambda a: np.concatenate([a, np.zeros((size - m,) + a.shape[1:], a.dtype)]) if size > m else a  # noqa
+      logits, out = self._stage(s, size)(self.variables, jax.tree.map(pad, x))
       logits = np.asarray(logits)[:m]
       pred = logits.argmax(-1)
-      if s == len(self.stops) - 1:
+      if s == last:
         preds[alive] = pred
         break
       if self.rule == "patience":
@@ -254,7 +266,7 @@ class StagedEarlyExit:
         score = np.asarray(exit_scores(logits, self.rule))
         fire = score < self.threshold if self.rule == "entropy" else score > self.threshold
       preds[alive[fire]], chosen[alive[fire]] = pred[fire], s
-      alive, x = alive[~fire], np.asarray(out["tokens"])[:m][~fire]
+      alive, x = alive[~fire], jax.tree.map(lambda a: np.asarray(a)[:m][~fire], carry(x, out))
       if not len(alive):
         break
     return preds, chosen

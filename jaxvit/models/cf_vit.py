@@ -19,8 +19,12 @@ and, an official quirk kept here, adds no fine position embedding.
 
 Parameter names are the ViT's (`patch_embed`, `tokens/cls_token`, `pos_embed`, `encoder/blocks_i`, `norm`, `head`),
 so a DeiT's weights initialise it, plus `pos_embed_coarse`, `reuse_norm` and `reuse_mlp`. Returns
-`(fine logits, out)`; `out` holds `exit_logits0` (coarse), `cls_attention` `[B, N_coarse]` and `informative`
-(the coarse indices refined, most informative first).
+`(fine logits, out)`; `out` holds `exit_logits0` (coarse), `cls_attention` `[B, N_coarse]` (the global attention),
+`informative` (the coarse indices refined, most informative first), and the coarse stage's normalised output tokens
+(`coarse_encoded`) and embeddings (`coarse_embed`) the fine stage reuses.
+*Dynamic inference* (the official `dynamic_inference.py`): `jaxvit.dynamic.exits.StagedEarlyExit` runs the coarse
+stage on the batch (`coarse_only=True`) and the fine stage (`fine_from=`) only on the examples whose max
+softmax(coarse) did not pass the threshold (`exit_stages`).
 """
 
 import math
@@ -35,6 +39,8 @@ from jaxvit.layers.resize import resize_bilinear_align_corners
 from jaxvit.models.vit import Encoder, VisionTransformer
 from jaxvit.registry import register_variant
 from jaxvit.utils import config_error
+
+REUSED = ("coarse_encoded", "coarse_embed", "cls_attention")  # the coarse stage's `out` entries the fine stage takes
 
 
 def fine_indices(coarse_index, coarse_grid: int):
@@ -94,53 +100,71 @@ class CFViT(VisionTransformer):
     macs = [count_macs(self, variables, images, coarse_only=only)["total"] for only in (True, False)]
     return macs, [self.depth, 2 * self.depth]
 
+  def exit_stages(self) -> list:
+    """The official `forward_early_exit` as `jaxvit.dynamic.exits.StagedEarlyExit` stages: the coarse stage on the
+    batch, then the fine stage on the images and reused coarse outputs (`REUSED`) of the examples not exited."""
+    coarse = lambda variables, images: self.apply(variables, images, coarse_only=True)  # noqa: E731
+    fine = lambda variables, inputs: self.apply(variables, inputs[0], fine_from=inputs[1])  # noqa: E731
+    return [(coarse, lambda images, out: (images, {k: out[k] for k in REUSED})), (fine, None)]
+
   @nn.compact
-  def __call__(self, images, *, train: bool = False, coarse_only: bool = False):
-    """`(fine logits, out)`; with `coarse_only`, `(coarse logits, out)` without running the fine stage."""
-    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+  def __call__(self, images, *, train: bool = False, coarse_only: bool = False, fine_from: dict | None = None):
+    """`(fine logits, out)`; with `coarse_only`, `(coarse logits, out)` without running the fine stage; with
+    `fine_from` (the coarse stage's `out` for these images, or its `REUSED` entries) only the fine stage runs."""
     if tuple(images.shape[1:3]) != (self.img_size, self.img_size):
       raise ValueError(f"input images are {images.shape[1]}x{images.shape[2]} but the model was built with "
                        f"img_size={self.img_size}; create it with img_size={images.shape[1]}")
-    b, g, c = images.shape[0], self.coarse_grid, self.embed_dim
-    patch_embed = layers.PatchEmbed(c, self.patch_size, name="patch_embed", **kw)
-    prefix = layers.PrefixTokens(param_dtype=self.param_dtype, name="tokens")
+    if coarse_only and fine_from is not None:
+      raise ValueError("CFViT: coarse_only=True runs the coarse stage, fine_from= the fine stage; pass at most one")
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    g, c = self.coarse_grid, self.embed_dim
     pos_init = layers.with_axes(nn.initializers.truncated_normal(0.02), (None, "seq", "embed"))
-    pos_coarse = self.param("pos_embed_coarse", pos_init, (1, g * g + 1, c), self.param_dtype)
-    pos_fine = self.param("pos_embed", pos_init, (1, 4 * g * g + 1, c), self.param_dtype)
     block = dict(num_heads=self.num_heads, mlp_ratio=self.mlp_ratio, qkv_bias=self.qkv_bias,
                  init_values=self.init_values, proj_drop_rate=self.proj_drop_rate,
                  attn_drop_rate=self.attn_drop_rate, return_attention=True, **kw)
-    encoder = Encoder(self.depth, block, self.drop_path_rate, train=train, name="encoder")
-    norm = layers.layer_norm(name="norm", **kw)
-    head = layers.dense(self.num_classes, ("embed", "classes"), name="head", kernel_init=nn.initializers.zeros, **kw)
-    pos_drop = lambda x: nn.Dropout(self.pos_drop_rate)(x, deterministic=not train)  # noqa: E731
-    out = {}
+    shared = dict(  # one DeiT, both stages
+        patch_embed=layers.PatchEmbed(c, self.patch_size, name="patch_embed", **kw),
+        prefix=layers.PrefixTokens(param_dtype=self.param_dtype, name="tokens"),
+        pos_coarse=self.param("pos_embed_coarse", pos_init, (1, g * g + 1, c), self.param_dtype),
+        pos_fine=self.param("pos_embed", pos_init, (1, 4 * g * g + 1, c), self.param_dtype),
+        encoder=Encoder(self.depth, block, self.drop_path_rate, train=train, name="encoder"),
+        norm=layers.layer_norm(name="norm", **kw),
+        head=layers.dense(self.num_classes, ("embed", "classes"), name="head", kernel_init=nn.initializers.zeros,
+                          **kw),
+        pos_drop=lambda x: nn.Dropout(self.pos_drop_rate)(x, deterministic=not train))
+    out = self._coarse_stage(images, **shared) if fine_from is None else dict(fine_from)
+    if coarse_only:
+      return out["exit_logits0"], out
+    return self._fine_stage(images, out, train, **shared)
 
-    # coarse inference stage
+  def _coarse_stage(self, images, *, patch_embed, prefix, pos_coarse, encoder, norm, head, pos_drop, **unused):
+    """The coarse inference stage: its logits (`exit_logits0`), plus what the fine stage reuses (`REUSED`)."""
     coarse = resize_bilinear_align_corners(images.astype(self.dtype), self.coarse_size)
     coarse_embed = pos_drop(prefix(patch_embed(coarse)) + pos_coarse.astype(self.dtype))
     x, coarse_out = encoder(coarse_embed)
     x = norm(x)
-    out["exit_logits0"] = head(x[:, 0])
     ema = 0.0
     for i in self.ema_blocks:  # the class row of the head-averaged attention, as an EMA over blocks
       ema = self.ema_beta * ema + (1 - self.ema_beta) * coarse_out[f"attn{i}"][:, :, 0].astype(jnp.float32).mean(1)
-    out["cls_attention"] = cls_attention = ema[:, 1:]
-    if coarse_only:
-      return out["exit_logits0"], out
+    return dict(exit_logits0=head(x[:, 0]), coarse_encoded=x, coarse_embed=coarse_embed, cls_attention=ema[:, 1:])
 
-    # fine inference stage: feature reuse, then informative region identification
-    reuse = layers.layer_norm(name="reuse_norm", **kw)(x[:, 1:])
+  def _fine_stage(self, images, out, train, *, patch_embed, prefix, pos_fine, encoder, norm, head, pos_drop,
+                  **unused):
+    """The fine inference stage on `images` from the coarse stage's `out`: feature reuse, then informative region
+    identification. Adds `informative`, `encoded`, `pre_logits` and `logits` to `out`."""
+    b, g, c = images.shape[0], self.coarse_grid, self.embed_dim
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    reuse = layers.layer_norm(name="reuse_norm", **kw)(out["coarse_encoded"][:, 1:])
     reuse = layers.Mlp(int(self.mlp_ratio * c), drop_rate=self.drop_rate, name="reuse_mlp", **kw)(reuse, train=train)
     reuse = jnp.repeat(jnp.repeat(reuse.reshape(b, g, g, c), 2, axis=1), 2, axis=2).reshape(b, 4 * g * g, c)
     x = prefix(patch_embed(images)) + jnp.pad(reuse, ((0, 0), (1, 0), (0, 0)))
     if self.informative_selection:
-      order = jnp.argsort(-cls_attention, axis=1)  # most informative first
+      order = jnp.argsort(-out["cls_attention"], axis=1)  # most informative first
       out["informative"] = informative = order[:, :self.kept]
       fine_embed = x + pos_fine.astype(self.dtype)
       take = lambda tokens, index: jnp.take_along_axis(tokens, index[..., None], axis=1)  # noqa: E731
       x = jnp.concatenate([fine_embed[:, :1], take(fine_embed, fine_indices(informative, g) + 1),
-                           take(coarse_embed, order[:, self.kept:] + 1)], axis=1)
+                           take(out["coarse_embed"], order[:, self.kept:] + 1)], axis=1)
     x, _ = encoder(pos_drop(x))
     x = norm(x)
     out["encoded"], out["pre_logits"] = x, x[:, 0]

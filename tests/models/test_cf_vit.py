@@ -1,5 +1,6 @@
 """CF-ViT: coarse and fine logits against the official PyTorch model (from the local mirror; skipped without it), its
-counts, the informative-region indices, and bad configs."""
+counts, the informative-region indices, the staged dynamic inference (fine stage on the non-exited examples only),
+and bad configs."""
 
 import contextlib
 import functools
@@ -17,8 +18,9 @@ import pytest
 
 import jaxvit
 from jaxvit.convert import convert_state_dict
+from jaxvit.dynamic import exits
 from jaxvit.layers.resize import resize_bilinear_align_corners
-from jaxvit.models.cf_vit import fine_indices
+from jaxvit.models.cf_vit import REUSED, fine_indices
 
 OFFICIAL_REPO = "/work/.mirror/ChenMnZ+CF-ViT/repo"
 
@@ -109,6 +111,38 @@ def test_bilinear_resize_matches_torch():
 def test_fine_indices_cover_each_coarse_token_2x2():
   index = jnp.array([[0, 8, 48]])  # on a 7x7 coarse grid: (0, 0), (1, 1), (6, 6)
   assert fine_indices(index, 7).tolist() == [[0, 30, 180, 1, 31, 181, 14, 44, 194, 15, 45, 195]]
+
+
+def test_staged_dynamic_inference_runs_the_fine_stage_on_the_survivors_only():
+  # 2x2 coarse tokens, the 2 most attended refined: 1 + 8 + 2 fine-stage tokens
+  model = jaxvit.create_model("cf_deit_small_224", img_size=32, coarse_size=16, patch_size=8, depth=2,
+                              ema_blocks=(0, 1), embed_dim=32, num_heads=2, num_classes=5)
+  x = np.asarray(jax.random.normal(jax.random.key(0), (16, 32, 32, 3)))
+  shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), x[:1]))["params"]
+  rs = np.random.RandomState(0)  # N(0, 1) weights (the head starts at zero): the predictions and confidences spread
+  variables = {"params": jax.tree.map(lambda s: rs.standard_normal(s.shape).astype(np.float32), shapes)}
+  logits, out = jax.jit(model.apply)(variables, x)
+  coarse = [out["exit_logits0"]]
+  both = [np.asarray(out["exit_logits0"]).argmax(-1), np.asarray(logits).argmax(-1)]
+  confidence = np.sort(np.asarray(exits.exit_scores(out["exit_logits0"], "confidence")))
+  staged = exits.StagedEarlyExit(model, variables, "confidence", 0.0)
+  # threshold 0: every example leaves at the coarse stage; the middle one: 3 go on (padded to 4); 1.01: all 16
+  for threshold, survivors, compiled in [(0.0, 0, {(0, 16)}), (confidence[2], 3, {(0, 16), (1, 4)}),
+                                         (1.01, 16, {(0, 16), (1, 4), (1, 16)})]:
+    staged.threshold = threshold
+    preds, chosen = staged.predict(x)
+    expected = exits.exit_index(coarse, logits, "confidence", threshold)
+    assert (expected == 1).sum() == survivors
+    np.testing.assert_array_equal(chosen, expected)
+    np.testing.assert_array_equal(preds, np.choose(expected, both))
+    assert set(staged.compiled) == compiled  # each stage compiled once per bucket size it ran at
+  assert len(np.unique(both[0] == both[1])) == 2  # coarse and fine disagree somewhere: the merge is checked
+  index = np.array([2, 5, 11, 13])  # the fine stage from the gathered coarse outputs = the full pass's fine logits
+  fine, fine_out = staged.compiled[1, 4](variables, (x[index], {k: np.asarray(out[k])[index] for k in REUSED}))
+  np.testing.assert_allclose(fine, np.asarray(logits)[index], atol=1e-5, rtol=0)
+  np.testing.assert_array_equal(fine_out["informative"], np.asarray(out["informative"])[index])
+  with pytest.raises(ValueError, match="coarse_only=True runs the coarse stage, fine_from= the fine stage"):
+    model.apply(variables, x, coarse_only=True, fine_from=out)
 
 
 @pytest.mark.parametrize("overrides,match", [
