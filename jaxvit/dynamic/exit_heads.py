@@ -8,8 +8,9 @@ Both heads read an exit's tokens `[B, N, C]` (prefix tokens, then the `h x w` pa
 tokens, average them and add the raw class token before a linear classifier: `head(mean(f(patches)) + cls)`.
 With a distillation token (the official `backbone='DeiT'`) a second classifier reads `mean(f(patches)) + dist`
 and the logits are the average of the two. There is no LayerNorm in either head. `f(patches)` (the official
-`hidden_states` each head returns, which LGViT's second-stage feature distillation matches) is sown as
-`intermediates/features`.
+`hidden_states` each head returns, which LGViT's second-stage feature distillation matches,
+`jaxvit.dynamic.lgvit_distill`) is sown as `intermediates/features`, and with `return_features=True` a head returns
+`(logits, features)` (the multi-exit ViT's `out["exit_features{i}"]`; computed anyway, it costs nothing).
 
 Initialised as the official `post_init`: conv and linear kernels (the classifiers too, unlike jaxvit's
 zero-initialised heads) truncated normal std 0.02, biases zero, BatchNorm scale 1 / bias 0. No dropout: the
@@ -93,7 +94,7 @@ class LocalPerceptionHead(nn.Module):
   param_dtype: jnp.dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, tokens, *, grid, num_prefix_tokens: int, train: bool = False):
+  def __call__(self, tokens, *, grid, num_prefix_tokens: int, train: bool = False, return_features: bool = False):
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     prefix, x = _split(tokens, grid, num_prefix_tokens, self.class_token, self.dist_token, type(self).__name__)
     b, n, c = x.shape
@@ -106,7 +107,8 @@ class LocalPerceptionHead(nn.Module):
     y = dense(c, ("mlp", "embed"), name="conv2", **kw)(y)
     features = _batch_norm(train, "embed", "bn2", **kw)(y) + x
     self.sow("intermediates", "features", features)
-    return _classify(self, features.mean(axis=1), prefix)
+    logits = _classify(self, features.mean(axis=1), prefix)
+    return (logits, features) if return_features else logits
 
 
 class GlobalAggregationHead(nn.Module):
@@ -130,7 +132,7 @@ class GlobalAggregationHead(nn.Module):
   param_dtype: jnp.dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, tokens, *, grid, num_prefix_tokens: int, train: bool = False):
+  def __call__(self, tokens, *, grid, num_prefix_tokens: int, train: bool = False, return_features: bool = False):
     prefix, x = _split(tokens, grid, num_prefix_tokens, self.class_token, self.dist_token, type(self).__name__)
     if self.sr_ratio < 1:
       raise ValueError(f"{type(self).__name__}: sr_ratio={self.sr_ratio}; accepted: an integer >= 1")
@@ -140,7 +142,8 @@ class GlobalAggregationHead(nn.Module):
     features, _ = Attention(self.num_heads, qkv_bias=self.qkv_bias, name="attn", dtype=self.dtype,
                             param_dtype=self.param_dtype)(x, train=train)
     self.sow("intermediates", "features", features)
-    return _classify(self, features.mean(axis=1), prefix)
+    logits = _classify(self, features.mean(axis=1), prefix)
+    return (logits, features) if return_features else logits
 
 
 def exit_head(kind: str, num_classes: int, *, class_token: bool = True, dist_token: bool = False,

@@ -1,5 +1,6 @@
 """`train_and_evaluate(config, workdir)`: the one training loop, built from small pieces."""
 
+import inspect
 import math
 import os
 import signal
@@ -16,7 +17,7 @@ import tensorflow as tf
 from jaxvit.bench.flops import count_macs
 from jaxvit.data import mixup, pipeline
 from jaxvit.distill import objective
-from jaxvit.dynamic import evit, exits
+from jaxvit.dynamic import adavit, avit, evit, exits, idlevit, lgvit_distill
 from jaxvit.registry import create_model, pretrained_cfg
 from jaxvit.train import checkpoint, distributed, init_from, mesh as mesh_lib, optim, report, state as state_lib, step as step_lib
 from jaxvit.utils import count_params, input_shape
@@ -63,8 +64,11 @@ def evaluate(eval_step, state, builder, config, mesh) -> dict:
     sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
   sums = jax.device_get(sums)
   count = float(sums["count"])
-  return {"top1": float(sums["top1"]) / count, "top5": float(sums["top5"]) / count,
-          "loss": float(sums["loss"]) / count, "examples": int(count)}
+  result = {"top1": float(sums["top1"]) / count, "top5": float(sums["top5"]) / count,
+            "loss": float(sums["loss"]) / count, "examples": int(count)}
+  if "macs" in sums:  # an adaptive model (A-ViT, AdaViT): the MACs an image executed, on average
+    result["gmacs"] = float(sums["macs"]) / count / 1e9
+  return result
 
 
 def pp_defaults(config) -> dict:
@@ -119,19 +123,51 @@ def model_phases(config, model) -> list:
 def base_loss(config, model):
   """Cross-entropy with label smoothing; for a multi-exit model, summed over its exits and final head
   (`config.exit_loss`: weights — one per exit then the final head, or "depth" —, distill_weight, temperature;
-  jaxvit.dynamic.exits)."""
-  loss = step_lib.classification_loss(config.get("label_smoothing", 0.0))
+  jaxvit.dynamic.exits; `lgvit=dict(homo_weight, hete_weight)` adds LGViT's second-stage feature distillation,
+  jaxvit.dynamic.lgvit_distill)."""
+  loss = dynamic_loss(config, model, step_lib.classification_loss(config.get("label_smoothing", 0.0)))
   exit_loss = dict(config.get("exit_loss") or {})
   if not (getattr(model, "exits", None) or getattr(model, "has_exits", False)):
     if exit_loss:
       raise ValueError("config.exit_loss needs a model with exits (config.model.overrides.exits=dict(blocks=...))")
     return loss
-  unknown = sorted(set(exit_loss) - {"weights", "distill_weight", "temperature"})
+  unknown = sorted(set(exit_loss) - {"weights", "distill_weight", "temperature", "lgvit"})
   if unknown:
-    raise ValueError(f"config.exit_loss keys {unknown}; accepted: weights, distill_weight, temperature")
+    raise ValueError(f"config.exit_loss keys {unknown}; accepted: weights, distill_weight, temperature, lgvit")
   if exit_loss.get("weights") == "depth":
     exit_loss["weights"] = exits.depth_weights(model)
-  return exits.multi_exit_loss(loss, **exit_loss)
+  lgvit = exit_loss.pop("lgvit", None)
+  loss = exits.multi_exit_loss(loss, **exit_loss)
+  return loss if lgvit is None else lgvit_distill.feature_loss(loss, model, lgvit)
+
+
+# `config.dynamic_loss` kind -> the loss it adds, then every function whose keyword arguments it takes
+DYNAMIC_LOSSES = {"avit": (avit.act_loss,), "adavit": (adavit.usage_loss, adavit.usage_terms),
+                  "idlevit": (idlevit.cut_loss,)}
+
+
+def dynamic_loss(config, model, loss):
+  """`loss` plus an adaptive model's own training terms, `config.dynamic_loss = dict(kind=..., **hyper)`: A-ViT's
+  ponder loss and distributional prior (`kind="avit"`, jaxvit.dynamic.avit.act_loss), AdaViT's usage loss
+  (`kind="adavit"`, jaxvit.dynamic.adavit.usage_loss), IdleViT's token cut loss (`kind="idlevit"` on a ViT with
+  that reduction, jaxvit.dynamic.idlevit.cut_loss)."""
+  cfg = dict(config.get("dynamic_loss") or {})
+  if not cfg:
+    return loss
+  kind = cfg.pop("kind", None)
+  if kind not in DYNAMIC_LOSSES:
+    raise ValueError(f"config.dynamic_loss kind={kind!r}; accepted: {tuple(DYNAMIC_LOSSES)}")
+  if kind not in (getattr(model, "DYNAMIC_LOSS", None), (getattr(model, "reduction", None) or {}).get("kind")):
+    where = "config.model.overrides.reduction=dict(kind='idlevit')" if kind == "idlevit" else \
+        f"jaxvit.list_models('{kind}_*')"
+    raise ValueError(f"config.dynamic_loss kind={kind!r} needs a model that makes {kind}'s decisions "
+                     f"({where}); {config.model.name} does not")
+  accepted = [p.name for fn in DYNAMIC_LOSSES[kind] for p in inspect.signature(fn).parameters.values()
+              if p.kind is p.KEYWORD_ONLY]
+  unknown = sorted(set(cfg) - set(accepted))
+  if unknown:
+    raise ValueError(f"config.dynamic_loss has {unknown} for kind={kind!r}; accepted: {accepted}")
+  return DYNAMIC_LOSSES[kind][0](loss, model, **cfg)
 
 
 def setup(config, workdir: str) -> Run:
@@ -312,8 +348,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
         best = max(best, last_eval["top1"])
         writer.write_scalars(step, {f"eval/{k}": v for k, v in last_eval.items()})
         if jax.process_index() == 0:
+          executed = f" | GMACs executed {last_eval['gmacs']:.5f}" if "gmacs" in last_eval else ""
           print(f"eval at step {step}: top-1 {last_eval['top1']:.4f} | top-5 {last_eval['top5']:.4f} | "
-                f"loss {last_eval['loss']:.4f} ({last_eval['examples']} examples)", flush=True)
+                f"loss {last_eval['loss']:.4f}{executed} ({last_eval['examples']} examples)", flush=True)
       if save_now:
         save(step)
       if stop:
@@ -332,6 +369,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
                           jax.eval_shape(lambda: state.variables()), images)["total"] / 1e9,
       "final_top1": last_eval["top1"] if last_eval else None, "best_top1": best,
       "final_top5": last_eval["top5"] if last_eval else None,
+      **({"eval_gmacs": last_eval["gmacs"]} if last_eval and "gmacs" in last_eval else {}),  # executed, adaptive
       "train_seconds": round(time.time() - started, 1), "preempted": preempted.flag,
   }
   print(report.write_summary(workdir, summary, "summary.json"), flush=True)
