@@ -317,4 +317,50 @@ PUBLISHED = {
     "cvt_21_224": (31.62, 7.21),
     "cvt_21_384": (31.62, 24.93),
     "cvt_w24_384": (277.20, 194.49),
+    # zoo: cpvt
+    # CPVT (jaxvit/models/vit.py): no CPVT model code was released (Meituan-AutoML/CPVT @80f2387 holds a README; the
+    # PEG is `PosCNN` in Meituan-AutoML/Twins gvt.py @c1ff671), so these are jaxvit's sum of parameters and count_macs
+    # of the paper's description (DeiT without pos_embed, 3x3 depthwise PEGs with bias), equal to fvcore on timm's
+    # ViT + Twins' `PosCNN` (tests/models/test_cpvt.py). Published (arXiv:2102.10882; iRPE arXiv:2107.14222, MMACs):
+    # CPVT-Ti(0-5) 6M / 1.262, CPVT-S(0-5) 23M / 4.616, CPVT-B 88M / 17.6, the GAP rows 6M / 23M. The GMACs agree up to
+    # the counter: iRPE's own DeiT-Ti / DeiT-S are 1.261 / 4.613 where fvcore (and timm) count 1.258 / 4.608, and six
+    # 3x3 depthwise PEGs add 0.002 / 0.004; at 2 decimals CPVT-S(0-5) is 4.61 here for the published 4.616.
+    # Parameters: a PEG holds 10 C (1.9k / 3.8k / 7.7k for Ti / S / B) and replaces DeiT's pos_embed (38k / 76k / 151k),
+    # so the paper's 23M (CPVT-S) and 88M (CPVT-B) against its 22M / 86M for DeiT-S / -B do not follow from its
+    # description; a 1x1 convolution in each PEG would add 0.9M (S, six PEGs) but also 0.17 GMACs, which 4.616 rules out
+    "cpvt_ti_224": (5.68, 1.26),
+    "cpvt_s_224": (21.98, 4.61),
+    "cpvt_b_224": (86.42, 17.58),
+    "cpvt_ti_0to5_224": (5.69, 1.26),
+    "cpvt_s_0to5_224": (22.00, 4.61),
+    "cpvt_ti_gap_224": (5.69, 1.25),
+    "cpvt_s_gap_224": (22.00, 4.59),
+    # zoo: cswin
+    # CSWin: microsoft/CSWin-Transformer models/cswin.py @ f111ae2 (f111ae2f771df32006e7afd7916835dd67d4cb9d); params =
+    # official sum(p.numel()) exactly, GMACs = fvcore FlopCountAnalysis of the official model at its img_size (both equal
+    # to the integer, tests/models/test_cswin.py). README: T 23M / 4.3G, S 35M / 6.9G, B 78M / 15.0G, B-384 47.0G,
+    # L 173M / 31.5G, L-384 96.8G. fvcore on the released code gives 6.83 for S and 33.19 / 102.06 for L; the repo does
+    # not say how its S / L FLOPs were counted (heads do not change these counts, so L's cannot come from its head split).
+    "cswin_tiny_224": (22.32, 4.34),
+    "cswin_small_224": (34.64, 6.83),
+    "cswin_base_224": (77.38, 15.00),
+    "cswin_large_224": (173.26, 33.19),
+    "cswin_base_384": (77.38, 47.08),
+    "cswin_large_384": (173.26, 102.06),
+    # zoo: avit
+    # A-ViT: NVlabs/A-ViT timm/models/act_vision_transformer.py + models_act.py @ 120c9cb (120c9cb90acf86828f1c61dd42c0
+    # 8722aa7173c7); no parameters beyond DeiT's (official sum(p.numel()) = DeiT-T's / DeiT-S's), GMACs = the static
+    # count, DeiT's: masked halting removes nothing (official issue #2). The README's 0.8 / 3.6 GFLOPs (A-ViT-T / -S)
+    # are the expected cost of the trained halting on ImageNet val (jaxvit: `out["macs"]` per image); the checkpoints
+    # (Google Drive) are not here, so those two numbers are not reproduced.
+    "avit_tiny_patch16_224": (5.72, 1.26),
+    "avit_small_patch16_224": (22.05, 4.61),
+    # zoo: adavit
+    # AdaViT: MengLcool/AdaViT models/ada_t2t_vit.py + ada_transformer_block.py @ 9857f92 (9857f92c8428045e01a8d988eab50
+    # 60b1ac4a18b), `--ada-head --ada-layer --ada-token-with-mlp`; params = official sum(p.numel()) exactly (5,730,347 /
+    # 22,089,164: DeiT + the decision heads), GMACs = the static count (everything kept: DeiT + 1 MMAC of decision
+    # heads). README: Ada-DeiT-S 2.3 G (paper 2.25) = the official FLOPs dictionary summed over its trained decisions
+    # (tests/dynamic/test_adavit.py reproduces that dictionary); the checkpoint is not here, so not reproduced.
+    "adavit_deit_tiny_patch16_224": (5.73, 1.26),
+    "adavit_deit_small_patch16_224": (22.09, 4.61),
 }

@@ -25,6 +25,9 @@ SIZE_FIELDS = {"embed_dim", "depth", "num_heads", "mlp_ratio", "num_classes",
                "coarse_size", "keep_ratio", "ema_blocks",  # CF-ViT
                "qk_dims", "head_dim", "n_win", "topks",  # BiFormer (region counts; routed / global stages)
                "patch_sizes", "split_hidden_ratio",  # S2-MLP / S2-MLPv2 (and embed_dims, depths, mlp_ratios)
+               "peg_blocks",  # CPVT: where the PEGs go (the small clone keeps one PEG block and one without)
+               "split_sizes",  # CSWin: stripe widths per stage (and embed_dim, depths, num_heads)
+               "gate_center",  # A-ViT: the halting score's bias (30 for Tiny, 75 for Small; a value, not a code path)
                # zoo: family size fields
                }
 
@@ -53,7 +56,9 @@ def representatives(names):
 
 # Module class -> the model at a CI-cheap size (smallest input, fewest blocks that keep every code path).
 SMALL = {
-    "VisionTransformer": lambda m: m.clone(img_size=2 * m.patch_size, scan=True),
+    # ViT: a 2x2 patch grid, blocks scanned (all alike); with CPVT's PEG (no scan) two blocks, a PEG after the first
+    "VisionTransformer": lambda m: m.clone(img_size=2 * m.patch_size, scan=True) if "peg" not in m.position_parts
+                         else m.clone(img_size=2 * m.patch_size, depth=2, peg_blocks=(0,)),
     # ResNet / RegNet: 32 px (one pixel after the stride-32 stages) and at most two blocks per stage
     # (the first, which changes the shape, and one identity-shortcut block)
     "ResNet": lambda m: m.clone(img_size=32, depths=tuple(min(d, 2) for d in m.depths)),
@@ -112,6 +117,13 @@ SMALL = {
     "S2MLP": lambda m: m.clone(img_size=2 * m.total_stride, depths=(1,) * len(m.depths)),
     # CvT: 32 px (stage maps 8, 4, 2; k / v 4, 2, 1) and one block per stage (the class token in the last)
     "CvT": lambda m: m.clone(img_size=32, depths=(1,) * len(m.depths)),
+    # CSWin: 64 px (stage maps 16, 8, 4, 2: stripes 1, 2 and 2 wide, full attention last) and one block per stage
+    "CSWinTransformer": lambda m: m.clone(img_size=64, depths=(1,) * len(m.depths),
+                                          split_sizes=tuple(min(s, 2) for s in m.split_sizes)),
+    # A-ViT: a 2x2 patch grid and two blocks (halting in the first, forced in the last); AdaViT: two blocks (the
+    # first selects tokens only, the second heads and branches too)
+    "AViT": lambda m: m.clone(img_size=2 * m.patch_size, depth=2),
+    "AdaViT": lambda m: m.clone(img_size=2 * m.patch_size, depth=2),
     # zoo: family small variants
 }
 

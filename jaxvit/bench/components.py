@@ -63,6 +63,13 @@ PUBLISHED_TOP1 = {
     "litv2_small": (82.0, "ziplab/LITv2 README"),
     "deit_small_skipat_patch16_224": (80.0, "Qualcomm-AI-research/skip-attention README"),
     "revit_base_patch16_224": (82.4, "ADiko1997/ReViT README"),
+    "cswin_tiny_224": (82.8, "microsoft/CSWin-Transformer README (paper: 82.7)"),
+    "cpvt_ti_0to5_224": (73.4, "Chu et al. arXiv:2102.10882 (no official code)"),
+    "cpvt_s_0to5_224": (80.5, "Chu et al. arXiv:2102.10882 (no official code)"),
+    "cpvt_ti_gap_224": (74.9, "Chu et al. arXiv:2102.10882 (no official code)"),
+    "cpvt_s_gap_224": (81.5, "Chu et al. arXiv:2102.10882 (no official code)"),
+    "s2mlp_wide_224": (80.0, "Yu et al. arXiv:2106.07477 (no official code)"),
+    "s2mlp_deep_224": (80.7, "Yu et al. arXiv:2106.07477 (no official code)"),
 }
 COMPONENT_COLUMNS = (("model", "model", "{}"), ("img_size", "res", "{}"), ("params_m", "params (M)", "{:.2f}"),
                      ("gmacs", "GMACs", "{:.2f}"), ("images_per_s", "img/s", "{:.1f}"),
@@ -122,8 +129,8 @@ def run_components_report(path: str = "docs/components.md", *, batch=16, scaling
     r["top1"], r["top1_source"] = PUBLISHED_TOP1.get(r["model"], (None, "-"))
     if r["top1"] is None:
       del r["top1"]
-  scaling = benchmark([], batch=scaling_batch, runs=runs, latency=False, variants=scaling_variants(scaling_sizes, **(scaling_backbone or {})),
-                      log=log)
+  variants = scaling_variants(scaling_sizes, **(scaling_backbone or {}))
+  scaling = benchmark([], batch=scaling_batch, runs=runs, latency=False, variants=variants, log=log)
   for r in scaling:
     r["tokens"] = (r["img_size"] // 16) ** 2
     r["model"] = r["model"].rsplit(" @", 1)[0] + f" @{r['img_size']}"

@@ -12,7 +12,8 @@ from jaxvit.registry import create_model, list_models
 from jaxvit.utils import count_params, init_variables, input_shape
 
 COLUMNS = (("model", "model", "{}"), ("img_size", "res", "{}"), ("devices", "devices", "{}"), ("params_m", "params (M)", "{:.2f}"),
-           ("gmacs", "GMACs", "{:.2f}"), ("xla_gflops", "XLA GFLOPs", "{:.2f}"),
+           ("gmacs", "GMACs", "{:.2f}"), ("executed_gmacs", "GMACs executed", "{:.2f}"),
+           ("xla_gflops", "XLA GFLOPs", "{:.2f}"),
            ("images_per_s", "img/s", "{:.1f}"), ("latency_ms", "latency bs1 (ms)", "{:.1f}"),
            ("peak_mem_mb", "peak mem/device (MB)", "{:.0f}"), ("mfu_matmul", "MFU/matmul", "{:.0%}"),
            ("mfu_peak", "MFU/peak", "{:.0%}"), ("speedup", "vs unreduced", "{:.2f}x"),
@@ -108,6 +109,10 @@ def benchmark(patterns, *, batch=32, img_size=None, dtype="float32", compare=Non
                mfu_matmul=achieved / matmul, mfu_peak=achieved / peak if peak else float("nan"),
                matmul_gflops=matmul / 1e9, peak_gflops=peak / 1e9, backend=jax.default_backend(),
                devices=len(devices))
+    if getattr(model, "DYNAMIC_LOSS", None):  # an adaptive model (A-ViT, AdaViT): `out["macs"]` its masks executed
+      # on this batch, per image
+      executed = jax.jit(lambda v, x, model=model: model.apply(v, x)[1]["macs"])(variables, images)
+      row["executed_gmacs"] = float(jnp.mean(executed)) / 1e9
     if label:
       row["reduction"], row["speedup"] = label, ips / unreduced[name]
     else:

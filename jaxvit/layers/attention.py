@@ -18,10 +18,14 @@ class Attention(nn.Module):
   `values` `[B, H, N, head_dim]` (TinyMIM's V-V relation); with `return_keys`, only `keys`; with
   `return_cls_attn`, `cls_attn` `[B, N - 1]`: the class token's head-averaged attention to the others
   (EViT's token scores). `bias`
-  `[B, N]` is added to every query's logits per key (ToMe's proportional attention, log token size).
+  `[B, N]` is added to every query's logits per key (ToMe's proportional attention, log token size); a 4D `bias`
+  `[B or 1, H or 1, N, N]` to each (query, key) logit (FIRE, `jaxvit.layers.fire`).
   `policy` `[B, N]` (0 / 1) masks keys as DynamicViT's `softmax_with_policy` does: a dropped token
   still attends to itself, and eps = 1e-6 keeps the rows finite. `rope` `(sin, cos)` rotates the queries
-  and keys of the last tokens (the patches) before the product (RoPE, `jaxvit.layers.rope`).
+  and keys of the last tokens (the patches) before the product (RoPE, `jaxvit.layers.rope`); a callable `rope`
+  turns them itself (LRPE, `jaxvit.layers.lrpe`). `head_mask` `[B, H]` (0 / 1, or straight-through) scales each
+  head's queries, keys, values and output, as AdaViT's width selection of the qkv and proj weights does
+  (`jaxvit.dynamic.adavit`).
   """
   num_heads: int
   qkv_bias: bool = True
@@ -34,19 +38,22 @@ class Attention(nn.Module):
   param_dtype: jnp.dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x, *, train: bool, bias=None, policy=None, rope=None):
+  def __call__(self, x, *, train: bool, bias=None, policy=None, rope=None, head_mask=None):
     dim = x.shape[-1]
     if dim % self.num_heads:
       raise ValueError(f"embed dim {dim} is not divisible by num_heads={self.num_heads}")
     head_dim = dim // self.num_heads
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     q, k, v = qkv_heads(x, self.num_heads, self.qkv_bias, **kw)
-    if rope is not None:
-      q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+    if head_mask is not None:  # [B, H]: AdaViT zeroes a dropped head's queries, keys, values and output
+      mask = head_mask[:, :, None, None].astype(q.dtype)
+      q, k, v = q * mask, k * mask, v * mask
+    if rope is not None:  # RoPE's (sin, cos), or a function turning q and k alike (LRPE)
+      q, k = (rope(q), rope(k)) if callable(rope) else (apply_rope(q, *rope), apply_rope(k, *rope))
 
     logits = jnp.einsum("bhqd,bhkd->bhqk", q * jnp.asarray(head_dim ** -0.5, q.dtype), k).astype(jnp.float32)
-    if bias is not None:
-      logits = logits + bias[:, None, None, :].astype(jnp.float32)
+    if bias is not None:  # [B, N] per key, or [B or 1, H or 1, N, N] per query and key
+      logits = logits + (bias[:, None, None, :] if bias.ndim == 2 else bias).astype(jnp.float32)
     aux = dict(keys=k.mean(axis=1)) if self.return_keys else {}
     if self.return_cls_attn:
       aux["cls_attn"] = jax.nn.softmax(logits[:, :, 0], axis=-1).mean(axis=1)[:, 1:]
@@ -67,7 +74,7 @@ class Attention(nn.Module):
       y = jnp.einsum("bhqk,bhkd->bhqd", weights.astype(self.dtype), v)
       y = y / weights.sum(axis=-1, keepdims=True).astype(self.dtype)
 
-    y = merge_heads(y, dim, **kw)
+    y = merge_heads(y if head_mask is None else y * mask, dim, **kw)
     return nn.Dropout(self.proj_drop_rate)(y, deterministic=not train), aux
 
 

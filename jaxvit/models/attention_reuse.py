@@ -35,7 +35,7 @@ import numpy as np
 from jaxvit import layers
 from jaxvit.layers.residual_attention import ResidualAttention
 from jaxvit.layers.skip_attention import SkipAttentionPhi
-from jaxvit.models.vit import VisionTransformer
+from jaxvit.models.vit import ABS_POS_EMBEDS, VisionTransformer
 from jaxvit.registry import register_variant
 from jaxvit.utils import config_error
 
@@ -118,7 +118,7 @@ class _ReuseViT(VisionTransformer):
     for field in ("reduction", "exits", "scan", "remat", "init_values"):
       if getattr(self, field):
         raise config_error(self, field, getattr(self, field), f"off for {type(self).__name__}")
-    if self.mixer != "attention" or self.position_encoding[1]:
+    if self.mixer != "attention" or any(p not in ABS_POS_EMBEDS for p in self.position_parts):
       raise config_error(self, "mixer" if self.mixer != "attention" else "pos_embed",
                          self.mixer if self.mixer != "attention" else self.pos_embed,
                          "attention with an absolute position embedding")

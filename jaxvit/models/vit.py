@@ -1,11 +1,14 @@
 """Vision Transformer (ViT, arXiv:2010.11929), DeiT (arXiv:2012.12877) and DeiT-III (arXiv:2204.07118).
 
 One pre-norm transformer family: `VisionTransformer` covers class / distillation / register tokens,
-learned or sincos position embeddings, rotary ones (RoPE-ViT, arXiv:2403.13298: timm's `eva.py` models), LayerScale,
-token or average pooling, attention-free token mixers (`mixer=`, for ablations), and a `scan` + `remat` block stack. Parameter names mirror timm's `vision_transformer.py` / `deit.py` so weights convert
-one to one (`jaxvit.convert`). Returns `(logits, out)`; `out` holds `block{i}` tokens, `encoded`,
-`pre_logits`, for distilled models `logits_cls` / `logits_dist`, and with `return_attention`
-`attn{i}` `[B, H, N, N]`, `keys{i}` (head-averaged keys) and `values{i}` `[B, H, N, d]`.
+learned or sincos position embeddings, rotary ones (RoPE-ViT, arXiv:2403.13298: timm's `eva.py` models), CPVT's
+conditional one (PEG after chosen blocks, arXiv:2102.10882; the `cpvt_*` models), FIRE's learned relative attention
+bias (arXiv:2310.04418) and LRPE's unitary query / key encoding (arXiv:2307.09270), LayerScale, token or average
+pooling, attention-free token mixers (`mixer=`, for ablations), and a `scan` + `remat` block stack. Parameter names
+mirror timm's `vision_transformer.py` / `deit.py` so weights convert one to one (`jaxvit.convert`). Returns
+`(logits, out)`; `out` holds `block{i}` tokens, `encoded`, `pre_logits`, for distilled models `logits_cls` /
+`logits_dist`, with `return_attention` `attn{i}` `[B, H, N, N]`, `keys{i}` (head-averaged keys) and `values{i}`
+`[B, H, N, d]`, and with `exits` `exit_logits{i}` (and for LGViT's heads `exit_features{i}`, `jaxvit.dynamic`).
 """
 
 from typing import Optional, Sequence, Union
@@ -21,7 +24,11 @@ from jaxvit.models.vit_encoder import Block, Encoder  # noqa: F401 (Block: re-ex
 from jaxvit.registry import IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD, register_variant
 
 ABS_POS_EMBEDS = ("learn", "sincos", "none")  # added to the tokens once
-POS_EMBEDS = ABS_POS_EMBEDS + tuple(f"rope_{kind}" for kind in layers.ROPES)  # `pos_embed` joins them with "+"
+QK_POS_EMBEDS = tuple(f"rope_{kind}" for kind in layers.ROPES) + ("lrpe",)  # turn queries and keys in every block
+# `pos_embed` joins them with "+": FIRE adds a relative bias to every block's attention logits, PEG (CPVT) conditions
+# the tokens on their neighbourhood after the blocks `peg_blocks`
+POS_EMBEDS = ABS_POS_EMBEDS + QK_POS_EMBEDS + ("fire", "peg")
+
 
 class VisionTransformer(nn.Module):
   """ViT / DeiT / DeiT-III classifier on NHWC images; timm's `VisionTransformer` (+ `Distilled`)."""
@@ -38,8 +45,9 @@ class VisionTransformer(nn.Module):
   dist_token: bool = False  # DeiT distillation token + second head `head_dist`
   reg_tokens: int = 0
   no_embed_class: bool = False  # DeiT-III: position embedding on patches only
-  pos_embed: str = "learn"  # POS_EMBEDS, "+"-joined: at most one absolute and one rotary ("learn+rope_mixed")
-  rope_theta: Optional[float] = None  # RoPE frequency base; None: layers.DEFAULT_THETA of the kind
+  pos_embed: str = "learn"  # POS_EMBEDS, "+"-joined (`position_parts`): "learn+rope_mixed", "peg", "sincos+lrpe+fire"
+  rope_theta: Optional[float] = None  # RoPE / LRPE frequency base; None: layers.DEFAULT_THETA of the kind (LRPE: axial)
+  peg_blocks: tuple = (0,)  # with pos_embed "peg": the blocks a PEG follows (CPVT: (0,); its "0-5" variant: 0 ... 5)
   mixer: str = "attention"  # token mixer of every block, one of MIXERS (jaxvit/layers/token_mixer.py)
   global_pool: str = "token"  # one of layers.POOLS
   fc_norm: Optional[bool] = None  # norm after pooling instead of before; None = (global_pool != "token")
@@ -71,14 +79,24 @@ class VisionTransformer(nn.Module):
     return int(self.class_token) + int(self.dist_token) + self.reg_tokens
 
   @property
+  def position_parts(self) -> tuple[str, ...]:
+    """`pos_embed`'s parts: at most one absolute (ABS_POS_EMBEDS), one turning queries and keys (QK_POS_EMBEDS), and
+    "fire" and "peg" at most once each."""
+    parts = tuple(self.pos_embed.split("+"))
+    groups = (ABS_POS_EMBEDS, QK_POS_EMBEDS, ("fire",), ("peg",))
+    if any(p not in POS_EMBEDS for p in parts) or any(sum(p in g for p in parts) > 1 for g in groups):
+      raise ValueError(f"{type(self).__name__}: pos_embed={self.pos_embed!r}; accepted: one of {POS_EMBEDS}, or "
+                       f"several joined with '+', at most one of each group {groups} (e.g. 'learn+rope_mixed', "
+                       f"'peg+fire')")
+    return parts
+
+  @property
   def position_encoding(self) -> tuple[str, str]:
-    """`(absolute, rotary)` from `pos_embed`: one of ABS_POS_EMBEDS ("none" if unnamed), and a RoPE kind or ""."""
-    parts = self.pos_embed.split("+")
+    """`(absolute, rotary)` from `pos_embed`: one of ABS_POS_EMBEDS ("none" if unnamed), and a RoPE kind or ""
+    (LRPE, FIRE and PEG: `position_parts`)."""
+    parts = self.position_parts
     absolute = [p for p in parts if p in ABS_POS_EMBEDS]
-    rope = [p[len("rope_"):] for p in parts if p.startswith("rope_") and p in POS_EMBEDS]
-    if len(absolute) + len(rope) != len(parts) or len(absolute) > 1 or len(rope) > 1:
-      raise ValueError(f"{type(self).__name__}: pos_embed={self.pos_embed!r}; accepted: one of {POS_EMBEDS}, or an "
-                       f"absolute and a rotary one joined with '+' (e.g. 'learn+rope_mixed')")
+    rope = [p[len("rope_"):] for p in parts if p.startswith("rope_")]
     return (absolute or ["none"])[0], (rope or [""])[0]
 
   def validate(self):
@@ -86,14 +104,27 @@ class VisionTransformer(nn.Module):
     def bad(field, value, accepted):
       raise ValueError(f"{type(self).__name__}: {field}={value!r}; accepted: {accepted}")
     _, rope = self.position_encoding
+    parts = self.position_parts
+    in_attention = rope or "lrpe" in parts or "fire" in parts  # encodings that change attention itself
     if self.mixer not in MIXERS:
       bad("mixer", self.mixer, MIXERS)
     if self.mixer != "attention":
-      for field, value in (("pos_embed", rope and self.pos_embed), ("reduction", self.reduction),
+      for field, value in (("pos_embed", in_attention and self.pos_embed), ("reduction", self.reduction),
                            ("return_attention", self.return_attention)):
         if value:
-          bad(field, value, f"{'no RoPE' if field == 'pos_embed' else 'off'} with mixer={self.mixer!r} "
-                            f"(attention only)")
+          bad(field, value, f"{'no RoPE, LRPE or FIRE' if field == 'pos_embed' else 'off'} with "
+                            f"mixer={self.mixer!r} (attention only)")
+    if "peg" in parts:
+      if self.scan:
+        bad("scan", True, "False with pos_embed 'peg' (PEG follows some blocks only; scan stacks identical blocks)")
+      if not self.peg_blocks or any(b not in range(self.depth) for b in self.peg_blocks) or \
+          len(set(self.peg_blocks)) != len(self.peg_blocks):
+        bad("peg_blocks", self.peg_blocks, f"distinct block indices in [0, depth={self.depth}), at least one")
+    elif tuple(self.peg_blocks) != (0,):
+      bad("peg_blocks", self.peg_blocks, "(0,), the default, unless pos_embed has 'peg'")
+    if self.reduction and set(parts) & {"lrpe", "fire", "peg"}:
+      bad("reduction", self.reduction, f"None with pos_embed={self.pos_embed!r} (reduced tokens lose their grid "
+                                       f"positions)")
     if self.mixer in GRID_MIXERS and self.num_prefix_tokens:
       bad("class_token", self.class_token, f"False, with no distillation or register tokens, for "
                                            f"mixer={self.mixer!r} (it mixes over the patch grid)")
@@ -128,7 +159,8 @@ class VisionTransformer(nn.Module):
   def reduction_params(self) -> tuple[str, ...]:
     """Path prefixes of parameters the reduction adds (a pretrained ViT has none: they start from init)."""
     kind = self.reduction.get("kind") if self.reduction else None
-    return {"dynamicvit": ("encoder/score_predictor_",), "patch_merger": ("encoder/patch_merger",)}.get(kind, ())
+    return {"dynamicvit": ("encoder/score_predictor_",), "patch_merger": ("encoder/patch_merger",),
+            "tcformer": ("encoder/ctm",)}.get(kind, ())
 
   def _reduction_config(self) -> Optional[dict]:
     """The encoder's per-block token reduction from `reduction` (`jaxvit.dynamic.reduction`)."""
@@ -173,15 +205,19 @@ class VisionTransformer(nn.Module):
       x = images
 
     _, rope = self.position_encoding
+    parts = self.position_parts
     block = dict(num_heads=self.num_heads, mlp_ratio=self.mlp_ratio, qkv_bias=self.qkv_bias,
                  init_values=self.init_values, proj_drop_rate=self.proj_drop_rate,
                  attn_drop_rate=self.attn_drop_rate, return_attention=self.return_attention, **kw)
     block.update(grid=self.grid, mixer=self.mixer)
-    if rope:
-      theta = layers.DEFAULT_THETA[rope] if self.rope_theta is None else self.rope_theta
-      block.update(rope=rope, rope_theta=theta)
+    if rope or "lrpe" in parts:
+      theta = layers.DEFAULT_THETA[rope or "axial"] if self.rope_theta is None else self.rope_theta
+      block.update(rope=rope, lrpe="lrpe" in parts, rope_theta=theta)
+    if "fire" in parts:
+      block.update(fire=True)
+    peg = tuple(dict(peg=True) if i in self.peg_blocks else {} for i in range(self.depth)) if "peg" in parts else ()
     x, out = Encoder(self.depth, block, self.drop_path_rate, self.scan, self.remat, train, self._reduction_config(),
-                     span, name="encoder")(x)
+                     span, block_fields=peg, name="encoder")(x)
 
     fc_norm = self.global_pool != "token" if self.fc_norm is None else self.fc_norm
     if hi < self.depth:  # a stage of the staged early-exit path ends at the exit after block hi - 1
@@ -197,8 +233,12 @@ class VisionTransformer(nn.Module):
     if self.num_classes == 0:
       return pooled, out
     for b, kind in zip(*exits.check_exits(self.exits, self.depth)) if self.exits and not span else ():
-      out[f"exit_logits{b}"] = exits.exit_head(kind, self, name=f"exit_{b}")(out[f"block{b}"],
-                                                                            **exits.head_inputs(self, train))
+      head = exits.exit_head(kind, self, name=f"exit_{b}")
+      if kind == "linear":
+        out[f"exit_logits{b}"] = head(out[f"block{b}"], **exits.head_inputs(self, train))
+      else:  # LGViT's heads: also their transformed patches, which its second stage distils (lgvit_distill)
+        out[f"exit_logits{b}"], out[f"exit_features{b}"] = head(out[f"block{b}"], return_features=True,
+                                                                **exits.head_inputs(self, train))
 
     def head(name, features):
       features = nn.Dropout(self.drop_rate)(features, deterministic=not train)
@@ -244,3 +284,17 @@ for size, arch in (("small", _S), ("base", _B), ("large", dict(embed_dim=1024, d
     _register(f"vit_{size}_patch16_rope{suffix}_224", pos_embed=f"rope_{kind}", init_values=1e-5, **arch)
     _register(f"vit_{size}_patch16_rope{suffix}_ape_224", pos_embed=f"learn+rope_{kind}", no_embed_class=True,
               init_values=1e-5, **arch)
+# CPVT (arXiv:2102.10882): DeiT without its position embedding, a PEG (3x3 depthwise convolution + residual on the
+# patch grid, the class token passed through; sec. 3.2) after block 0 (the paper's position 0, Fig. 1b); `_0to5`: a
+# PEG after each of blocks 0 ... 5 (the paper's "0-5" (double-dagger) models of its ImageNet comparison, iRPE's
+# CPVT-Ti / -S rows); `_gap`: no class token, the patches' global average (CPVT-GAP) with PEGs after blocks 0 ... 5
+# as the paper's GAP rows, LayerNorm before the average as the authors' CPVTV2 (`Meituan-AutoML/Twins` gvt.py). No
+# CPVT model code was released (Meituan-AutoML/CPVT holds a README; Twins' gvt.py holds the PEG, `PosCNN`): the
+# models follow the paper's description.
+_ALL_PEGS = tuple(range(6))
+for size, arch in (("ti", _TI), ("s", _S), ("b", _B)):
+  _register(f"cpvt_{size}_224", pos_embed="peg", **arch)
+for size, arch in (("ti", _TI), ("s", _S)):
+  _register(f"cpvt_{size}_0to5_224", pos_embed="peg", peg_blocks=_ALL_PEGS, **arch)
+  _register(f"cpvt_{size}_gap_224", pos_embed="peg", peg_blocks=_ALL_PEGS, class_token=False, global_pool="avg",
+            fc_norm=False, **arch)

@@ -1,5 +1,5 @@
 """The ViT's pre-norm transformer `Block` and the `Encoder` stack that runs it, with the per-block token reductions of
-`jaxvit.dynamic` (ToMe, EViT, DynamicViT, ATS, PatchMerger, Evo-ViT) wired between blocks."""
+`jaxvit.dynamic` (ToMe, ToFu, EViT, DynamicViT, ATS, PatchMerger, Evo-ViT, IdleViT, TCFormer) wired between blocks."""
 
 from typing import Optional
 
@@ -9,7 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxvit import layers
-from jaxvit.dynamic import ats, dynamicvit, evit, evo_vit, patch_merger, tome
+from jaxvit.dynamic import ats, dynamicvit, evit, evo_vit, idlevit, patch_merger, tcformer, tofu, tome
+from jaxvit.layers.fire import Fire
+from jaxvit.layers.lrpe import Lrpe, apply_lrpe
+from jaxvit.layers.peg import PosConv
 from jaxvit.layers.token_mixer import TokenMixer
 
 
@@ -25,6 +28,7 @@ class Block(nn.Module):
   train: bool = False
   norm_eps: float = 1e-6
   merge_r: int = 0  # ToMe: tokens merged between attention and MLP (jaxvit.dynamic.tome)
+  merge_mode: str = ""  # ToFu: "prune" or "mlerp" instead of ToMe's average (jaxvit.dynamic.tofu)
   prop_attn: bool = False  # ToMe's proportional attention: log(token size) added to the logits
   protected: tuple = (True, False)  # (class token, distillation token): never merged
   keep_tokens: int = 0  # EViT: non-class tokens kept between attention and MLP (jaxvit.dynamic.evit)
@@ -35,6 +39,9 @@ class Block(nn.Module):
   rope: str = ""  # rotary position embedding of the patches' queries and keys: "", or one of layers.ROPES
   rope_theta: float = 100.0
   grid: tuple = ()  # the patch grid (h, w) RoPE rotates by and grid mixers mix over
+  lrpe: bool = False  # LRPE's unitary turn of the patches' queries and keys (jaxvit.layers.lrpe; base rope_theta)
+  fire: bool = False  # FIRE's learned relative bias on the attention logits (jaxvit.layers.fire)
+  peg: bool = False  # CPVT's PEG (x + DWConv3x3 on the patch grid) after the block (jaxvit.layers.peg)
   mixer: str = "attention"  # the token mixer, one of MIXERS
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
@@ -54,6 +61,13 @@ class Block(nn.Module):
                                    name="attn", **kw)
     rope = layers.RotaryEmbedding(self.rope, self.grid, self.num_heads, x.shape[-1] // self.num_heads,
                                   self.rope_theta, self.param_dtype, name="rope")() if self.rope else None
+    if self.lrpe:
+      sin, cos = Lrpe(self.grid, self.num_heads, x.shape[-1] // self.num_heads, self.rope_theta, self.param_dtype,
+                      name="lrpe")()
+      rope = lambda t: apply_lrpe(t, sin, cos)  # noqa: E731
+    if self.fire:
+      fire = Fire(self.num_heads, self.grid, name="fire", **kw)(x.shape[1])  # [1, H, N, N]
+      bias = fire if bias is None else bias[:, None, None, :] + fire
     normed = layers.layer_norm(self.norm_eps, name="norm1", **kw)(x)
     if self.ats_tokens:
       y, x, policy, aux = attention(normed, x, policy, train=self.train)  # x: the sampled raw tokens
@@ -69,7 +83,8 @@ class Block(nn.Module):
       merge = tome.bipartite_soft_matching(aux["keys"], self.merge_r, *self.protected)
       if source is not None:
         aux["source"] = source = tome.merge_source(merge, source)
-      x, size = tome.merge_wavg(merge, x, size)
+      x, size = tofu.fuse(merge, x, size, self.merge_mode, self.protected[1]) if self.merge_mode else \
+          tome.merge_wavg(merge, x, size)
       aux["size"] = size
     if self.keep_tokens:
       x, aux["kept"] = evit.keep_attentive(x, aux["cls_attn"], self.keep_tokens, self.fuse_token)
@@ -78,6 +93,10 @@ class Block(nn.Module):
     if self.init_values is not None:
       y = layers.LayerScale(self.init_values, self.param_dtype, name="ls2")(y)
     x = x + layers.drop_path(self, y, drop_path_rate, train=self.train)
+    if self.peg:  # CPVT (arXiv:2102.10882, sec. 3.2, Fig. 1b): the patch grid through PEG, prefix tokens as they are
+      h, w = self.grid
+      patches = PosConv(name="pos_block", **kw)(x[:, x.shape[1] - h * w:].reshape(x.shape[0], h, w, x.shape[-1]))
+      x = jnp.concatenate([x[:, :x.shape[1] - h * w], patches.reshape(x.shape[0], h * w, x.shape[-1])], axis=1)
     x = nn.with_logical_constraint(x, ("batch", "seq", "embed"))
     return x, dict(tokens=x, **aux)
 
@@ -115,7 +134,7 @@ class Encoder(nn.Module):
     else:
       size = source = None
       red = self.reduction or {}
-      if red.get("kind") == "tome":
+      if red.get("kind") in ("tome", "tofu"):
         size = jnp.ones(x.shape[:2] + (1,), x.dtype)
         source = jnp.broadcast_to(jnp.eye(x.shape[1], dtype=x.dtype), (x.shape[0],) + (x.shape[1],) * 2) \
             if red.get("trace_source") else None
@@ -129,14 +148,22 @@ class Encoder(nn.Module):
           x, placeholders, ranking = evo_vit.select(x, ranking, red["starts"][i])
         if red.get("kind") == "patch_merger" and i == red["location"]:
           x = patch_merger.PatchMerger(red["tokens"], name="patch_merger")(x)
+        if red.get("kind") == "tcformer" and i == red["location"]:  # [B, P + N, C] -> [B, P + M, C]
+          ctm = tcformer.ClusterMerge(red["tokens"], red["k"], red["prefix"], self.block.get("dtype", jnp.float32),
+                                      self.block.get("param_dtype", jnp.float32), name="ctm")
+          x, out["cluster_index"] = ctm(x)
         per_block = dict(red["blocks"][i]) if red else {}
         per_block.update(self.block_fields[i] if self.block_fields else {})
         keep = per_block.pop("prune_keep", 0)
         if keep:
           x, decision, policy, pruning = self._prune(x, decision, keep, red["locations"].index(i))
           out.update({f"{k}{i}": v for k, v in pruning.items()})
-        x, aux = block_cls(train=self.train, name=f"blocks_{i}", **self.block, **per_block)(x, float(rates[i]), size,
-                                                                                            source, policy)
+        block = block_cls(train=self.train, name=f"blocks_{i}", **self.block, **per_block)
+        if red.get("kind") == "idlevit" and i in red["keep"]:  # the selected tokens run the block, the others idle
+          x, aux = idlevit.idle_block(self, block, x, float(rates[i]), red["keep"][i], f"blocks_{i}",
+                                      self.block["num_heads"], self.block.get("norm_eps", 1e-6))
+        else:
+          x, aux = block(x, float(rates[i]), size, source, policy)
         size, source = aux.get("size", size), aux.get("source", source)
         if red.get("kind") == "evo_vit":
           ranking = evo_vit.update(ranking, aux.pop("cls_attn"), red["tradeoff"][i])

@@ -74,15 +74,19 @@ def make_train_step(model, tx, loss_fn: Callable, schedule: Callable, ema_decay:
 
 
 def make_eval_step(model, ema: bool = False):
-  """`step(state, batch) -> sums` of masked top-1 / top-5 hits, loss and example count."""
+  """`step(state, batch) -> sums` of masked top-1 / top-5 hits, loss and example count (and the MACs executed,
+  for a model whose `out["macs"]` holds them per image)."""
   def step(state, batch):
-    logits, _ = model.apply(state.variables(ema), batch["image"], train=False)
+    logits, out = model.apply(state.variables(ema), batch["image"], train=False)
     logits = logits.astype(jnp.float32)
     mask = batch["mask"].astype(jnp.float32)
     labels = batch["label"]
     top5 = jax.lax.top_k(logits, min(5, logits.shape[-1]))[1]
     nll = -jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], axis=-1)[:, 0]
-    return {"top1": jnp.sum(mask * (logits.argmax(-1) == labels)),
+    sums = {"top1": jnp.sum(mask * (logits.argmax(-1) == labels)),
             "top5": jnp.sum(mask * jnp.any(top5 == labels[:, None], axis=-1)),
             "loss": jnp.sum(mask * nll), "count": jnp.sum(mask)}
+    if "macs" in out:  # an adaptive model's MACs per image, as executed (A-ViT, AdaViT)
+      sums["macs"] = jnp.sum(mask * out["macs"].astype(jnp.float32))
+    return sums
   return step

@@ -38,3 +38,22 @@ def test_resample_matches_timm(old, new, prefix, xp):
   ref = timm_resample(torch.from_numpy(posemb), list(new), list(old), num_prefix_tokens=prefix).numpy()
   got = resample_abs_pos_embed(posemb if xp == "numpy" else jnp.asarray(posemb), new, old, num_prefix_tokens=prefix)
   np.testing.assert_allclose(np.asarray(got), ref, atol=1e-5)
+
+
+def test_scaling_ablation_builds_every_position_encoding():
+  """`jaxvit.bench.components` derives its variants from `vit.POS_EMBEDS`: each new option (PEG, FIRE, LRPE) builds
+  and traces on the ablation's backbone (shrunk), with the parameters it adds."""
+  import jax
+  import jaxvit
+  from jaxvit.bench.components import scaling_variants
+  variants = scaling_variants((32,), depth=1, embed_dim=32, num_heads=2)
+  counts = {}
+  for label, (name, overrides) in variants.items():
+    if label.startswith("attention / "):
+      model = jaxvit.create_model(name, **overrides)
+      jax.eval_shape(lambda: jaxvit.init_variables(model))
+      counts[overrides["pos_embed"]] = jaxvit.count_params(model)
+  assert {"peg", "fire", "lrpe"} <= set(counts)
+  assert counts["peg"] - counts["none"] == 10 * 32  # one 3x3 depthwise PEG with bias after the single block
+  assert counts["fire"] - counts["none"] == (2 * 32 + 32) + (32 * 2 + 2) + 2  # FIRE's MLP, c and L
+  assert counts["lrpe"] - counts["none"] == 2 * 2 * 16  # LRPE's angle rates (x, y) per head and channel

@@ -43,7 +43,8 @@ def test_attention_free_mixers_have_the_expected_parameters():
                          "'performer', 'linformer', 'posgu'\\)"),
     (dict(mixer="posgu"), "class_token=True; accepted: False, .* for mixer='posgu'"),
     (dict(mixer="pooling"), "class_token=True; accepted: False, .* for mixer='pooling'"),
-    (dict(mixer="mlp", pos_embed="rope_axial"), "pos_embed='rope_axial'; accepted: no RoPE with mixer='mlp'"),
+    (dict(mixer="mlp", pos_embed="rope_axial"),
+     "pos_embed='rope_axial'; accepted: no RoPE, LRPE or FIRE with mixer='mlp'"),
     (dict(mixer="additive", reduction=dict(kind="tome", r=2)), "reduction=.*; accepted: off with mixer='additive'"),
 ])
 def test_bad_mixer_combination_is_one_clear_error(overrides, match):

@@ -9,12 +9,11 @@ import pytest
 
 import jaxvit
 from jaxvit.bench.flops import count_macs
+from fast_jit import FAST_COMPILE
 from published import PUBLISHED
 from zoo import representatives, small
 
 MODELS = jaxvit.list_models()
-# XLA's cheapest compile: the same numbers from slower code, which a 2-image batch does not notice
-FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 
 
 def random_variables(model, seed=0):

@@ -102,6 +102,7 @@ def test_bad_configs():
   for overrides, field in ((dict(alpha=1.5, learn_alpha=False), "alpha"), (dict(scan=True), "scan"),
                            (dict(reduction=dict(kind="tome", r=1)), "reduction"), (dict(num_heads=3), "num_heads"),
                            (dict(mixer="pooling"), "mixer"), (dict(pos_embed="rope_axial"), "pos_embed"),
+                           (dict(pos_embed="learn+fire"), "pos_embed"), (dict(pos_embed="peg"), "pos_embed"),
                            (dict(init_values=1e-5), "init_values"), (dict(img_size=40), "img_size")):
     with pytest.raises(ValueError, match=field):
       small(**overrides)
