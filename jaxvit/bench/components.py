@@ -81,10 +81,16 @@ SCALING_COLUMNS = (("model", "mixer / pos_embed", "{}"), ("img_size", "res", "{}
 BACKBONE = dict(class_token=False, global_pool="avg")  # DeiT-S width, depth, heads; the pooling mixer needs no prefix
 
 
-def scaling_variants(sizes=(224, 448), **backbone) -> dict:
-  """`{label: ("vit_small_patch16_224", overrides)}`: every mixer (learned position embedding), and attention
-  with every other position encoding, at each size (`backbone`: more overrides, e.g. a smaller depth)."""
-  options = [(m, "learn") for m in MIXERS] + [("attention", p) for p in POS_EMBEDS if p != "learn"]
+def scaling_options() -> list[tuple[str, str]]:
+  """`(mixer, pos_embed)` pairs of the ablation: every mixer (learned position embedding), and attention with every
+  other position encoding."""
+  return [(m, "learn") for m in MIXERS] + [("attention", p) for p in POS_EMBEDS if p != "learn"]
+
+
+def scaling_variants(sizes=(224, 448), options=None, **backbone) -> dict:
+  """`{label: ("vit_small_patch16_224", overrides)}`: each `(mixer, pos_embed)` of `options` (default:
+  `scaling_options()`) at each size (`backbone`: more overrides, e.g. a smaller depth)."""
+  options = scaling_options() if options is None else options
   return {f"{mixer} / {pos} @{size}": ("vit_small_patch16_224", dict(BACKBONE, **backbone, mixer=mixer, pos_embed=pos,
                                                                      img_size=size))
           for size in sizes for mixer, pos in options}
@@ -117,10 +123,10 @@ def plot_scaling(rows, path: str):
 
 
 def run_components_report(path: str = "docs/components.md", *, batch=16, scaling_batch=8, runs=3, models=None,
-                          scaling_sizes=(224, 448), scaling_backbone=None,
+                          scaling_sizes=(224, 448), scaling_backbone=None, scaling_options=None,
                           command="python -m jaxvit.bench --report components", log=print):
   """Measures the component models (against timm) and the mixer scaling; writes `path` and two PNGs beside it.
-  `models`, `scaling_sizes` and `scaling_backbone` (overrides) shrink it for a test."""
+  `models`, `scaling_sizes`, `scaling_backbone` (overrides) and `scaling_options` shrink it for a test."""
   from jaxvit.registry import is_model
   missing = [m for m in PUBLISHED_TOP1 if not is_model(m)] if models is None else []
   models = [m for m in PUBLISHED_TOP1 if is_model(m)] if models is None else models
@@ -129,7 +135,7 @@ def run_components_report(path: str = "docs/components.md", *, batch=16, scaling
     r["top1"], r["top1_source"] = PUBLISHED_TOP1.get(r["model"], (None, "-"))
     if r["top1"] is None:
       del r["top1"]
-  variants = scaling_variants(scaling_sizes, **(scaling_backbone or {}))
+  variants = scaling_variants(scaling_sizes, scaling_options, **(scaling_backbone or {}))
   scaling = benchmark([], batch=scaling_batch, runs=runs, latency=False, variants=variants, log=log)
   for r in scaling:
     r["tokens"] = (r["img_size"] // 16) ** 2

@@ -114,17 +114,19 @@ def test_profile_names_ops_by_their_jax_op_with_blocks_folded():
 
 @pytest.mark.parity
 def test_components_report_measures_models_against_timm_and_the_mixer_scaling(tmp_path):
-  from jaxvit.bench.components import PUBLISHED_TOP1, run_components_report, scaling_variants
+  from jaxvit.bench.components import PUBLISHED_TOP1, run_components_report, scaling_options, scaling_variants
   from jaxvit.layers.token_mixer import MIXERS
   from jaxvit.models.vit import POS_EMBEDS
   assert {"swin_tiny_patch4_window7_224", "maxvit_tiny_tf_224", "vit_base_patch16_rope_mixed_224"} <= set(PUBLISHED_TOP1)
   # every mixer (learned position embedding) and attention with every other position encoding, at 2 sizes
-  assert len(scaling_variants()) == 2 * (len(MIXERS) + len(POS_EMBEDS) - 1)
+  assert len(scaling_variants()) == 2 * (len(MIXERS) + len(POS_EMBEDS) - 1) == 2 * len(scaling_options())
+  # measured here: three of them (every option builds: tests/layers/test_pos_embed.py)
+  options = [("attention", "learn"), ("pooling", "learn"), ("attention", "fire")]
   path = str(tmp_path / "components.md")
   rows, scaling = run_components_report(path, batch=8, scaling_batch=8, runs=1,
                                         models=["vit_small_patch16_rope_224", "gfnet_ti_224"],
-                                        scaling_sizes=(32, 64), scaling_backbone=dict(depth=1, embed_dim=64,
-                                                                                      num_heads=2),
+                                        scaling_sizes=(32, 64), scaling_options=options,
+                                        scaling_backbone=dict(depth=1, embed_dim=64, num_heads=2),
                                         log=lambda _: None)
   assert rows[0]["top1"] == 81.222 and rows[0]["timm_images_per_s"] > 0
   assert rows[1]["top1"] == 74.6 and "timm_images_per_s" not in rows[1]  # timm lacks GFNet: measured alone
@@ -132,6 +134,7 @@ def test_components_report_measures_models_against_timm_and_the_mixer_scaling(tm
   attention = by_label["attention / learn @64"]["gmacs"] / by_label["attention / learn @32"]["gmacs"]
   pooling = by_label["pooling / learn @64"]["gmacs"] / by_label["pooling / learn @32"]["gmacs"]
   assert attention > pooling  # 4 -> 16 tokens: attention's QK^T and AV grow quadratically
+  assert len(scaling) == 6 and by_label["attention / fire @64"]["gmacs"] > by_label["attention / learn @64"]["gmacs"]
   text = open(path).read()
   assert "| vit_small_patch16_rope_224 | 224 |" in text and "| pooling / learn @64 | 64 | 16 |" in text
   assert all(os.path.getsize(tmp_path / png) > 0 for png in ("components.png", "mixer_scaling.png"))

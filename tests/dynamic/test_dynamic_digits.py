@@ -26,6 +26,8 @@ def test_each_reduction_learns_digits(unpruned, data_dir, tmp_path, capsys, kind
   init = f",init={workdir}" if kind in ("dynamicvit",) + FINE_TUNED else ""
   config = dynamic_digits.get_config(f"kind={kind},steps={steps}{init}")
   config.data.data_dir = data_dir
+  if kind == "evit":  # 3 compiled steps rather than the config's 5 (CI time)
+    config.keep_rate_warmup.levels = 2
   summary = train_and_evaluate(config, str(tmp_path))
   assert baseline["final_top1"] > 0.5 and summary["final_top1"] > 0.5, (baseline, summary)  # chance: 0.1
   assert summary["gmacs"] < baseline["gmacs"] if kind != "exits" else summary["gmacs"] > baseline["gmacs"]
@@ -38,7 +40,7 @@ def test_each_reduction_learns_digits(unpruned, data_dir, tmp_path, capsys, kind
     assert "parameters the reduction adds keep their initialisation (ctm)" in out
   if kind == "evit":  # the warm-up compiled one step per snapped keep rate, in order
     rates = [float(line.split("keep_rate ")[1].split()[0]) for line in out.splitlines() if "keep-rate warm-up" in line]
-    assert rates == [1.0, 0.925, 0.85, 0.775, 0.7], rates
+    assert rates == [1.0, 0.85, 0.7], rates
   if kind == "exits":  # each exit learned too; the sweep trades top-1 for MACs
     assert "exit_accuracy1" in out
     from jaxvit.early_exit import main

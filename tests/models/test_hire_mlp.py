@@ -16,6 +16,7 @@ from flax.traverse_util import flatten_dict, unflatten_dict
 
 import jaxvit
 from jaxvit.layers.hire_mixer import _regions, _unregions
+from fast_jit import jit_fast
 
 OFFICIAL_REPO = "/work/.mirror/ggjy+Hire-Wave-MLP.pytorch/repo"
 
@@ -92,12 +93,13 @@ def test_other_sizes_bfloat16_and_bad_configs():
   variables = jaxvit.init_variables(model)
   assert set(variables) == {"params", "batch_stats"}
   x = jax.random.normal(jax.random.key(0), (2, 40, 40, 3))
-  (logits, out), updates = model.apply(variables, x, train=True, mutable=["batch_stats"],
-                                       rngs={"dropout": jax.random.key(1), "drop_path": jax.random.key(2)})
+  rngs = {"dropout": jax.random.key(1), "drop_path": jax.random.key(2)}
+  (logits, out), updates = jit_fast(lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats"], rngs=rngs),
+                                    variables, x)
   assert logits.shape == (2, 7) and out["stage3"].shape == (2, 2, 2, 512)
   half = model.clone(dtype=jnp.bfloat16)
-  low = half.apply(variables, x.astype(jnp.bfloat16))[0]
-  full = model.apply(variables, x)[0]
+  low = jit_fast(lambda v, x: half.apply(v, x)[0], variables, x.astype(jnp.bfloat16))
+  full = jit_fast(lambda v, x: model.apply(v, x)[0], variables, x)
   assert low.dtype == jnp.bfloat16 and np.abs(np.asarray(low, np.float32) - full).max() < 0.1 * np.abs(full).max() + 0.05
   with pytest.raises(ValueError, match="pixel=\\(4, 3\\); accepted: one entry per stage \\(4, as depths\\)"):
     jaxvit.create_model("hire_mlp_tiny", pixel=(4, 3))
