@@ -20,7 +20,7 @@ import flax.linen as nn
 
 from jaxvit import layers
 from jaxvit.dynamic import adavit
-from jaxvit.models.avit import embed_tokens, fixed_field_check, fixed_macs, head_logits
+from jaxvit.models.avit import fixed_field_check, fixed_macs, head_logits
 from jaxvit.models.vit import VisionTransformer
 from jaxvit.registry import register_variant
 from jaxvit.utils import config_error
@@ -55,7 +55,7 @@ class AdaViT(VisionTransformer):
   @nn.compact
   def __call__(self, images, *, train: bool = False):
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-    x = embed_tokens(self, images, train)
+    x = self._embed_tokens(images, train)
     block = dict(num_heads=self.num_heads, mlp_ratio=self.mlp_ratio, qkv_bias=self.qkv_bias,
                  proj_drop_rate=self.proj_drop_rate, attn_drop_rate=self.attn_drop_rate, token_mlp=self.token_mlp,
                  **kw)

@@ -132,14 +132,7 @@ class _ReuseViT(VisionTransformer):
   @nn.compact
   def __call__(self, images, *, train: bool = False):
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-    expected = self.grid[0] * self.patch_size, self.grid[1] * self.patch_size
-    if tuple(images.shape[1:3]) != expected:
-      raise ValueError(f"input images are {images.shape[1]}x{images.shape[2]} but the model was built with "
-                       f"img_size={self.img_size}; create it with img_size={images.shape[1]}")
-    x = layers.PatchEmbed(self.embed_dim, self.patch_size, name="patch_embed", **kw)(images)
-    x = nn.Dropout(self.pos_drop_rate)(self._add_pos_embed(x), deterministic=not train)
-    x = nn.with_logical_constraint(x, ("batch", "seq", "embed"))
-    x, out = self._blocks(x, train)
+    x, out = self._blocks(self._embed_tokens(images, train), train)
 
     fc_norm = self.global_pool != "token" if self.fc_norm is None else self.fc_norm
     norm = layers.layer_norm(name="fc_norm" if fc_norm else "norm", **kw)

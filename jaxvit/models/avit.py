@@ -51,18 +51,6 @@ def head_logits(model, pooled, train: bool):
                       **kw)(pooled)
 
 
-def embed_tokens(model, images, train: bool):
-  """Patch embedding, class token and position embedding, dropout: the ViT's input tokens `[B, N, C]`."""
-  kw = dict(dtype=model.dtype, param_dtype=model.param_dtype)
-  expected = model.grid[0] * model.patch_size, model.grid[1] * model.patch_size
-  if tuple(images.shape[1:3]) != expected:
-    raise ValueError(f"input images are {images.shape[1]}x{images.shape[2]} but the model was built with "
-                     f"img_size={model.img_size}; create it with img_size={images.shape[1]}")
-  x = layers.PatchEmbed(model.embed_dim, model.patch_size, name="patch_embed", **kw)(images)
-  x = nn.Dropout(model.pos_drop_rate)(model._add_pos_embed(x), deterministic=not train)
-  return nn.with_logical_constraint(x, ("batch", "seq", "embed"))
-
-
 def fixed_macs(model, tokens: int) -> int:
   """MACs outside the blocks: the patch embedding, the final LayerNorm on every token, the head on one."""
   patches = model.grid[0] * model.grid[1]
@@ -89,7 +77,7 @@ class AViT(VisionTransformer):
   @nn.compact
   def __call__(self, images, *, train: bool = False):
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-    x = embed_tokens(self, images, train)
+    x = self._embed_tokens(images, train)
     block = dict(num_heads=self.num_heads, mlp_ratio=self.mlp_ratio, qkv_bias=self.qkv_bias,
                  proj_drop_rate=self.proj_drop_rate, attn_drop_rate=self.attn_drop_rate, **kw)
     x, out = avit.ACTEncoder(self.depth, block, self.drop_path_rate, self.gate_scale, self.gate_center,

@@ -185,6 +185,17 @@ class VisionTransformer(nn.Module):
                                                    np.float32), pos], axis=1), x.dtype)
     return prefix(x) if self.no_embed_class else x
 
+  def _embed_tokens(self, images, train: bool):
+    """Patch embedding, prefix tokens and position embedding, dropout: the blocks' input tokens `[B, N, C]`."""
+    expected = self.grid[0] * self.patch_size, self.grid[1] * self.patch_size
+    if tuple(images.shape[1:3]) != expected:
+      raise ValueError(f"input images are {images.shape[1]}x{images.shape[2]} but the model was built "
+                       f"with img_size={self.img_size}; create it with img_size={images.shape[1]}")
+    x = layers.PatchEmbed(self.embed_dim, self.patch_size, name="patch_embed", dtype=self.dtype,
+                          param_dtype=self.param_dtype)(images)
+    x = nn.Dropout(self.pos_drop_rate)(self._add_pos_embed(x), deterministic=not train)
+    return nn.with_logical_constraint(x, ("batch", "seq", "embed"))
+
   @nn.compact
   def __call__(self, images, *, train: bool = False, span: Optional[tuple] = None):
     """`(logits, out)`. With `span=(lo, hi)` only blocks lo .. hi - 1 run, on `images` = the tokens block lo
@@ -192,17 +203,7 @@ class VisionTransformer(nn.Module):
     with the tokens in `out["tokens"]` (the staged early-exit path, `jaxvit.dynamic.exits.StagedEarlyExit`)."""
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     lo, hi = span or (0, self.depth)
-    if lo == 0:
-      expected = self.grid[0] * self.patch_size, self.grid[1] * self.patch_size
-      if tuple(images.shape[1:3]) != expected:
-        raise ValueError(f"input images are {images.shape[1]}x{images.shape[2]} but the model was built "
-                         f"with img_size={self.img_size}; create it with img_size={images.shape[1]}")
-      x = layers.PatchEmbed(self.embed_dim, self.patch_size, name="patch_embed", **kw)(images)
-      x = self._add_pos_embed(x)
-      x = nn.Dropout(self.pos_drop_rate)(x, deterministic=not train)
-      x = nn.with_logical_constraint(x, ("batch", "seq", "embed"))
-    else:
-      x = images
+    x = self._embed_tokens(images, train) if lo == 0 else images
 
     _, rope = self.position_encoding
     parts = self.position_parts
