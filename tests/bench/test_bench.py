@@ -138,3 +138,15 @@ def test_components_report_measures_models_against_timm_and_the_mixer_scaling(tm
   text = open(path).read()
   assert "| vit_small_patch16_rope_224 | 224 |" in text and "| pooling / learn @64 | 64 | 16 |" in text
   assert all(os.path.getsize(tmp_path / png) > 0 for png in ("components.png", "mixer_scaling.png"))
+
+
+@pytest.mark.parametrize("vendor, family, flags, per_cycle", [
+    ("AuthenticAMD", 25, "fpu sse2 avx2 fma avx512f avx512bw", 32),  # Zen 4: 512-bit FMAs on two 256-bit units
+    ("AuthenticAMD", 26, "fpu sse2 avx2 fma avx512f", 64),  # Zen 5: full-width AVX-512
+    ("AuthenticAMD", 23, "fpu sse2 avx2 fma", 32),  # Zen 2: AVX2 + FMA
+    ("GenuineIntel", 6, "fpu sse2 avx2 fma avx512f", 64),
+    ("GenuineIntel", 6, "fpu sse2 avx", 16)])
+def test_flops_per_cycle_reads_the_vector_units_from_cpuinfo(vendor, family, flags, per_cycle):
+  from jaxvit.bench.measure import flops_per_cycle
+  info = f"processor\t: 0\nvendor_id\t: {vendor}\ncpu family\t: {family}\nflags\t\t: {flags}\n"
+  assert flops_per_cycle(info) == per_cycle
