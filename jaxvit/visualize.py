@@ -6,7 +6,8 @@
       --weights runs/evit --out evit.png
 
 ToMe: each merged group of patches is filled with its mean colour (source tracing), per stage.
-EViT / Top-K: the patches still represented after each pruning block; pruned ones are greyed out.
+TCFormer's clustering merge: each DPC-kNN cluster filled with its mean colour.
+EViT / Top-K and DynamicViT: the patches still represented after each pruning block; pruned ones are greyed out.
 `--weights` is a converted timm checkpoint (`python -m jaxvit.convert`) or a training workdir;
 without it the weights are random (the picture then shows the mechanism, not a trained model).
 """
@@ -17,6 +18,8 @@ import sys
 import numpy as np
 
 from jaxvit.cpu import use_all_cores
+
+KINDS = ("tome", "tcformer", "evit", "dynamicvit")  # merged groups (the first two) or kept patches
 
 
 def load_image(path: str, size: tuple[int, int]) -> np.ndarray:
@@ -84,6 +87,8 @@ def visualize(model_name: str, reduction: dict, image_path: str, out_path: str, 
   import jax.numpy as jnp
   from jaxvit.registry import create_model, pretrained_cfg
   from jaxvit.utils import init_variables
+  if reduction.get("kind") not in KINDS:
+    raise ValueError(f"--reduction kind {reduction.get('kind')!r} cannot be drawn; accepted: {KINDS}")
   if reduction["kind"] == "tome":
     reduction = dict(reduction, trace_source=True)
   model = create_model(model_name, reduction=reduction)
@@ -99,13 +104,16 @@ def visualize(model_name: str, reduction: dict, image_path: str, out_path: str, 
   cfg = pretrained_cfg(model_name)
   normalized = (image - np.asarray(cfg["mean"], np.float32)) / np.asarray(cfg["std"], np.float32)
   logits, out = jax.jit(lambda v, x: model.apply(v, x))(variables, jnp.asarray(normalized)[None])
-  if reduction["kind"] == "tome":
-    stages = [model.depth // 3 - 1, 2 * model.depth // 3 - 1, model.depth - 1]
+  if reduction["kind"] == "tcformer":  # one merge, before block `location`: each patch's cluster
+    stages, groups = [model._reduction_config()["location"] - 1], [np.asarray(out["cluster_index"][0])]
   else:
-    stages = sorted(int(k[4:]) for k in out if k.startswith("kept"))
-  groups = patch_groups(out, model, stages)
+    if reduction["kind"] == "tome":
+      stages = [model.depth // 3 - 1, 2 * model.depth // 3 - 1, model.depth - 1]
+    else:
+      stages = sorted(int(k[4:]) for k in out if k.startswith("kept"))
+    groups = patch_groups(out, model, stages)
   titles = [f"after block {i + 1}: {len(np.unique(g[g >= 0]))} tokens" for i, g in zip(stages, groups)]
-  draw(image, groups, model.grid, titles, out_path, pruned_grey=reduction["kind"] != "tome")
+  draw(image, groups, model.grid, titles, out_path, pruned_grey=reduction["kind"] not in ("tome", "tcformer"))
   return groups
 
 

@@ -1,4 +1,4 @@
-"""`python -m jaxvit.visualize`: ToMe's merged groups and EViT's kept patches drawn on an image."""
+"""`python -m jaxvit.visualize`: ToMe's merged groups, TCFormer's clusters and EViT's kept patches drawn on an image."""
 
 import numpy as np
 import pytest
@@ -35,6 +35,14 @@ def test_dynamicvit_shows_the_patches_its_predictors_keep(image, tmp_path):
   groups = visualize.visualize("deit_tiny_patch16_224", dict(kind="dynamicvit", keep_rate=0.7), image,
                                str(tmp_path / "d.png"))
   assert [int((g >= 0).sum()) for g in groups] == [137, 96, 67]
+
+
+def test_tcformer_shows_its_clusters_and_other_kinds_are_one_clear_error(image, tmp_path):
+  groups = visualize.visualize("deit_tiny_patch16_224", dict(kind="tcformer"), image, str(tmp_path / "c.png"))
+  assert len(groups) == 1 and groups[0].shape == (196,)  # the 196 patches in ceil(196 / 4) = 49 clusters
+  assert sorted(np.unique(groups[0])) == list(range(49)) and (tmp_path / "c.png").stat().st_size
+  with pytest.raises(ValueError, match="kind 'ats' cannot be drawn; accepted: \\('tome', 'tcformer'"):
+    visualize.visualize("deit_tiny_patch16_224", dict(kind="ats"), image, str(tmp_path / "a.png"))
 
 
 def test_cli_writes_the_png_and_rejects_two_reductions(image, tmp_path, capsys):
