@@ -4,6 +4,8 @@ CutMix, DeiT schedule) on `tfds.testing.mock_data` for `imagenet2012`."""
 import pytest
 import tensorflow_datasets as tfds
 
+import jaxvit
+
 from configs import deit_small_imagenet, deit_tiny_imagenet
 from jaxvit.train.trainer import train_and_evaluate
 
@@ -75,3 +77,25 @@ def test_model_schedule_errors_name_the_entry():
   config.model_schedule = ((0, dict(keep_ratio=2.0)),)
   with pytest.raises(ValueError, match="keep_ratio=2.0; accepted: \\(0, 1\\]"):
     model_phases(config, model)
+
+
+def test_evit_recipes_are_the_official_scripts():
+  from configs import evit_deit_small
+  scratch = evit_deit_small.get_config()  # run_code.sh
+  steps_per_epoch = 1_281_167 // 2048
+  assert scratch.total_epochs == 300 and scratch.batch_size == 2048 and scratch.optimizer.lr == pytest.approx(2e-3)
+  assert dict(scratch.model.overrides.reduction) == dict(kind="evit", keep_rate=0.7, locations=(3, 6, 9),
+                                                         fuse_token=True)
+  assert dict(scratch.keep_rate_warmup) == dict(start=10 * steps_per_epoch, steps=100 * steps_per_epoch, levels=4)
+  tuned = evit_deit_small.get_config("init=ckpt/deit_s")  # finetune.sh
+  assert tuned.total_epochs == 30 and tuned.init_from == "ckpt/deit_s" and "keep_rate_warmup" not in tuned
+  assert (tuned.optimizer.lr, tuned.optimizer.min_lr, tuned.optimizer.weight_decay, tuned.optimizer.warmup_steps) == \
+      (pytest.approx(8e-5), 2e-6, 1e-6, 0)
+  import jax
+  from jaxvit.dynamic import evit
+  from jaxvit.train.trainer import build_model
+  smoke = evit_deit_small.get_config("runlocal")  # its 2-block DeiT-S builds, and the warm-up fits its 6 steps
+  model = build_model(smoke, 1000)
+  jax.eval_shape(lambda: jaxvit.init_variables(model))
+  rates = [evit.warmup_model(model, smoke.keep_rate_warmup, step)[1] for step in range(smoke.total_steps)]
+  assert rates[0] == 1.0 and rates[-1] == 0.7 and len(set(rates)) == 3, rates
