@@ -105,10 +105,13 @@ def plot_scaling(rows, path: str):
   lines = {}
   for r in rows:
     lines.setdefault(r["model"].split(" @")[0], []).append(r)
-  for label, points in lines.items():
+  colours = plt.get_cmap("tab20")  # 20 distinct colours; attention's position encodings dashed
+  for i, (label, points) in enumerate(lines.items()):
     points = sorted(points, key=lambda r: r["tokens"])
+    style = "--" if label.startswith("attention / ") and not label.endswith("/ learn") else "-"
     for ax, key in zip(axes, ("gmacs", "ms_per_image")):
-      ax.plot([p["tokens"] for p in points], [p[key] for p in points], marker="o", label=label)
+      ax.plot([p["tokens"] for p in points], [p[key] for p in points], marker="o", linestyle=style,
+              color=colours(i % 20), label=label)
   for ax, title in zip(axes, ("GMACs per image", f"ms per image (batch {rows[0]['batch']})")):
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")

@@ -14,11 +14,16 @@ def plot_speed(rows, path: str, title: str):
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
-  fig, ax = plt.subplots(figsize=(7, 4.5))
-  for r in rows:
-    ax.scatter(r["gmacs"], r["images_per_s"], color="tab:blue" if r.get("reduction") else "black")
-    ax.annotate(r.get("reduction") or r["model"], (r["gmacs"], r["images_per_s"]), fontsize=8,
-                textcoords="offset points", xytext=(4, 4))
+  crowded = len(rows) > 15  # many models (the components report): a larger, log-log plot with smaller labels
+  fig, ax = plt.subplots(figsize=(13, 8) if crowded else (7, 4.5))
+  for i, r in enumerate(rows):
+    ax.scatter(r["gmacs"], r["images_per_s"], color="tab:blue" if r.get("reduction") else "black", s=12 if crowded
+               else None)
+    ax.annotate(r.get("reduction") or r["model"], (r["gmacs"], r["images_per_s"]), fontsize=6 if crowded else 8,
+                textcoords="offset points", xytext=(4, 4 if i % 2 else -8))
+  if crowded:
+    ax.set_xscale("log")
+    ax.set_yscale("log")
   ax.set_xlabel("GMACs per image")
   ax.set_ylabel(f"images/s (batch {rows[0]['batch']}, {rows[0]['backend']}, {rows[0]['devices']} devices)")
   ax.set_title(title)
